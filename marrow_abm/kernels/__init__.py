@@ -1,0 +1,1 @@
+"""Numba kernels, each beside its plain-numpy ``_ref`` twin (the oracle for tests and benchmarks)."""
