@@ -1,0 +1,93 @@
+import json
+
+import pandas as pd
+import pytest
+
+from marrow_abm import __version__
+from marrow_abm.cli import main
+from marrow_abm.geometry import REPORT_ZONES
+
+
+def _sets(overrides):
+    out = []
+    for o in overrides:
+        out += ["--set", o]
+    return out
+
+
+def test_cli_list_shows_bundled_scenarios(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "default" in out and "metaphysis" in out
+
+
+def test_cli_check_prints_geometry_and_stability(capsys, small_overrides):
+    assert main(["check", "default", *_sets(small_overrides)]) == 0
+    out = capsys.readouterr().out
+    assert "endosteal" in out and "stability" in out.lower() and "[fields.tgfb]" in out
+
+
+def test_cli_run_writes_timeseries_and_manifest(tmp_path, capsys, small_overrides):
+    assert main(["run", "default", "--out", str(tmp_path), "--seed", "5", *_sets(small_overrides)]) == 0
+    run_dir = tmp_path / "default"
+    df = pd.read_parquet(run_dir / "timeseries.parquet")
+    assert list(df.columns[:5]) == ["scenario", "replicate", "seed", "time_h", "zone"]
+    assert set(df["zone"].astype(str)) == set(REPORT_ZONES)
+    assert (df["seed"] == 5).all()
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["seed"] == 5 and man["package_version"] == __version__
+    assert len(man["scenario_digest"]) == 64 and man["scenario_resolved"]["run"]["seed"] == 5
+    assert (run_dir / "scenario.toml").read_text().strip()
+    out = capsys.readouterr().out
+    assert str(run_dir) in out.replace("\n", "")
+    # no temporary folders left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["default"]
+
+
+def test_cli_run_bad_key_exit_2_names_key_writes_nothing(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code = main(["run", "default", "--out", str(out_dir), "--set", "fields.tgfb.decay_pr_h=2.0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "fields.tgfb.decay_pr_h" in err and "fields.tgfb.decay_per_h" in err
+    assert not out_dir.exists()
+
+
+def test_cli_run_refuses_folder_of_a_different_run(tmp_path, capsys, small_overrides):
+    args = ["run", "default", "--out", str(tmp_path), *_sets(small_overrides), "--quiet"]
+    assert main(args + ["--seed", "1"]) == 0
+    before = (tmp_path / "default" / "manifest.json").read_text()
+    assert main(args + ["--seed", "2"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "default" / "manifest.json").read_text() == before
+    assert main(args + ["--seed", "2", "--force"]) == 0
+
+
+def test_cli_bad_image_exit_2_names_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "section.png"
+    bad.write_bytes(b"not a png at all")
+    sc = tmp_path / "mine.toml"
+    sc.write_text('extends = "default"\ndescription = "bad image"\n'
+                  '[geometry]\ngenerator = "image"\nimage_path = "section.png"\n')
+    code = main(["run", str(sc), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "geometry.image_path" in err and "section.png" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_geometry_writes_png(tmp_path, small_overrides):
+    png = tmp_path / "g.png"
+    assert main(["geometry", "default", "--png", str(png), *_sets(small_overrides)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv", [["run", "nonexistent_scenario", "--out", "x"],
+                                  ["check", "defualt"]])
+def test_cli_unknown_scenario_exit_2_with_suggestion(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error" in err
+    if "defualt" in argv:
+        assert "default" in err
+    assert not (tmp_path / "x").exists()
