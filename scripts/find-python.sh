@@ -12,12 +12,13 @@ if [ -n "${PYTHON:-}" ]; then
   exit 1
 fi
 
-candidates=(python3.14 python3.13 python3.12 python3)
+# 3.12 first: constraints.txt was resolved and MESA_NOTES verified on it; newer ones also work.
+candidates=(python3.12 python3.13 python3.14 python3)
 pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}"
 if command -v pyenv >/dev/null 2>&1; then pyenv_root="$(pyenv root 2>/dev/null || echo "$pyenv_root")"; fi
-for d in $(ls -d "$pyenv_root"/versions/3.1[2-9]* 2>/dev/null | sort -rV); do candidates+=("$d/bin/python3"); done
-for d in $(ls -d "$HOME"/.local/share/uv/python/cpython-3.1[2-9]* 2>/dev/null | sort -rV); do candidates+=("$d/bin/python3"); done
-for v in 3.14 3.13 3.12; do candidates+=("/usr/local/bin/python$v" "/usr/bin/python$v" "/opt/python$v/bin/python3"); done
+for d in $(ls -d "$pyenv_root"/versions/3.1[2-9]* 2>/dev/null | sort -V); do candidates+=("$d/bin/python3"); done
+for d in $(ls -d "$HOME"/.local/share/uv/python/cpython-3.1[2-9]* 2>/dev/null | sort -V); do candidates+=("$d/bin/python3"); done
+for v in 3.12 3.13 3.14; do candidates+=("/usr/local/bin/python$v" "/usr/bin/python$v" "/opt/python$v/bin/python3"); done
 
 for c in "${candidates[@]}"; do
   if ok "$c"; then
