@@ -27,8 +27,9 @@ from typing import Any
 from marrow_abm.errors import ScenarioError
 
 __all__ = [
-    "ArrayOf", "CELL_KINDS", "CHECKS", "Context", "Key", "Map", "Node", "SCHEMA", "Table",
-    "describe_keys", "register_cell_kind", "schema_markdown", "schema_node_at",
+    "ArrayOf", "CELL_KINDS", "CHECKS", "Context", "Key", "Map", "Node", "SCHEMA",
+    "SweepTable", "Table", "UNSWEEPABLE", "describe_keys", "flatten_sweep", "register_cell_kind",
+    "schema_markdown", "schema_node_at",
 ]
 
 #: Names chosen by the user (fields, cell kinds) become column names and identifiers.
@@ -403,6 +404,83 @@ class ArrayOf(Node):
         return [self.item.validate(v, (*path, i), ctx) for i, v in enumerate(value)]
 
 
+#: Keys a sweep may not vary: the seed is the replicate axis (``--replicates``), the others are
+#: not parameters.
+UNSWEEPABLE = ("run.seed", "description", "extends")
+
+
+def flatten_sweep(value: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Flatten a ``[sweep]`` table to {key path: values}.
+
+    TOML reads ``zones.d_endo_um = [...]`` inside ``[sweep]`` as nested tables and
+    ``"zones.d_endo_um" = [...]`` as one quoted key; both mean the same dotted key.
+    """
+    out: dict[tuple[str, ...], Any] = {}
+    for name, item in value.items():
+        here = (*prefix, *str(name).split("."))
+        if isinstance(item, dict):
+            out.update(flatten_sweep(item, here))
+        else:
+            out[here] = item
+    return out
+
+
+@dataclass(frozen=True)
+class SweepTable(Map):
+    """``[sweep]``: dotted scenario keys, each with an array of values; a batch runs the
+    cartesian product of the arrays (``marrow_abm.batch``).
+
+    Each key must name a single value of the resolved scenario (not a table) and each value
+    must be valid for that key. The normalised form is flat: ``{"zones.d_endo_um": [30.0,
+    50.0]}``, so the digest does not depend on how the file spelled the keys.
+    """
+
+    def child(self, name: str) -> Node | None:
+        return None  # swept keys are set with --sweep KEY=v1,v2, not --set
+
+    def walk(self, prefix: str) -> Iterator[tuple[str, Node]]:
+        yield prefix, self
+
+    def validate(self, value: Any, path: Path_, ctx: Context) -> dict:
+        if not isinstance(value, dict):
+            raise ctx.error(path, f"expected a table of KEY = [values], got {type_name(value)} "
+                            f"{_show(value)}", f"[{dotted(path)}]")
+        out: dict[str, list] = {}
+        for key_path, values in flatten_sweep(value).items():
+            key = ".".join(key_path)
+            where = (*path, key)
+            node = schema_node_at(key_path)
+            if key in UNSWEEPABLE:
+                raise ctx.error(where, f"{key} cannot be swept"
+                                + (" (replicates vary the seed: use --replicates)"
+                                   if key == "run.seed" else ""))
+            if not isinstance(node, Key) or ctx.lookup(key_path) is None:
+                leaves = [p for p, n in SCHEMA.walk("") if isinstance(n, Key)]
+                concrete = _concrete_keys(ctx.root)
+                raise ctx.error(where, "not a single-valued key of this scenario (a sweep varies "
+                                "keys such as zones.d_endo_um)",
+                                nearest(key, concrete or leaves, cutoff=0.5))
+            if not isinstance(values, list) or not values:
+                raise ctx.error(where, "expected a non-empty array of values, got "
+                                f"{type_name(values)} {_show(values)}",
+                                f"{dotted(where)} = [{_show(values)}]"
+                                if not isinstance(values, list) else None)
+            clean = [node.validate(v, (*where, i), ctx) for i, v in enumerate(values)]
+            if len({repr(v) for v in clean}) != len(clean):
+                raise ctx.error(where, f"repeated value in {_show(values)}: each sweep point "
+                                "must differ")
+            out[key] = clean
+        return out
+
+
+def _concrete_keys(data: Any, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys of the single values in a merged scenario (for "did you mean")."""
+    if isinstance(data, dict):
+        return [k for name, item in data.items() if name != "sweep"
+                for k in _concrete_keys(item, (*prefix, str(name)))]
+    return [".".join(prefix)] if prefix else []
+
+
 def suggest_key(table: Node, path: Path_, name: str) -> str | None:
     """Nearest valid dotted key for an unknown ``name`` under ``path``.
 
@@ -546,15 +624,22 @@ SCHEMA = Table("A scenario.", {
                             "µm", min=0.0, max=5000.0, min_open=True),
     }),
     "solver": Table("Field solver (MODEL.md §4).", {
-        "method": Key("choice", "Explicit stencil with automatic sub-steps, implicit LOD "
-                      "(BioFVM-like), fully implicit, or automatic choice.",
-                      choices=("auto", "explicit", "lod", "implicit")),
+        "method": Key("choice", "Field solver: explicit 5-point stencil with automatic sub-steps, "
+                      "implicit LOD (BioFVM-like, first-order splitting), backward Euler (one "
+                      "implicit step per dt by conjugate gradients; exact steady state), or auto "
+                      "(explicit up to 128 sub-steps per step, else backward Euler).",
+                      choices=("auto", "explicit", "lod", "backward_euler")),
         "dtype": Key("choice", "Floating-point precision of the field arrays.",
                      choices=("float64", "float32")),
     }),
     "fields": Map("Diffusing fields by name; each has the same keys.", "<field>", item=FIELD),
     "cells": Map("Cell kinds by name; the allowed kinds are a registry that later issues "
                  "extend.", "<kind>", registry=CELL_KINDS),
+    "sweep": SweepTable("Parameter sweep for batches: each key is a dotted scenario key "
+                        "(`zones.d_endo_um`), each value an array; `marrow-abm run` runs the "
+                        "cartesian product of the arrays, every point with the same replicate "
+                        "seeds. `--sweep KEY=v1,v2` on the command line adds or replaces a key.",
+                        "<key>", required=False),
 })
 
 

@@ -279,7 +279,7 @@ def test_int_is_accepted_and_widened_where_a_float_is_expected():
 
 def test_choice_error_suggests_nearest_value():
     error = raises_scenario_error("default", ["solver.method=lodd"])
-    assert error.suggestion == "lod" and "implicit" in error.message
+    assert error.suggestion == "lod" and "backward_euler" in error.message
 
 
 def test_record_interval_must_be_a_multiple_of_dt():
