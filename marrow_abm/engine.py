@@ -1,16 +1,17 @@
-"""The simulation engine: owns geometry, fields, cells and random streams; steps them in a
-phase order that is data; records CPU time per phase. It never imports Mesa.
+"""The simulation engine: owns geometry, fields, cells, zones and random streams; steps them in
+a phase order that is data; records CPU time per phase. It never imports Mesa.
 
-One step = ``run.dt_h`` (MODEL.md section 5). The phases implemented so far:
+One step = ``run.dt_h`` (MODEL.md section 5). ``PHASE_ORDER`` lists every phase in order; in
+each, the core's handler (if any) runs first, then each biology module's (``marrow_abm.biology``)
+in module order. Phases nobody handles are skipped. The core handles:
 
-- ``secrete``: cells write their secretion and uptake rates into per-field source arrays;
+- ``secrete``: zero the per-field source and uptake arrays, then add every cell kind's constant
+  ``cells.<kind>.secretion_per_h`` / ``uptake_per_h`` in its voxel (modules add variable rates
+  after this);
 - ``diffuse``: every field advances by ``dt_h`` (the solver sub-steps or solves implicitly);
 - ``sense``: each cell reads the field values in its voxel into ``<field>_at`` columns;
 - ``remove_dead``: dead rows are compacted away;
 - ``record``: at multiples of ``run.record_every_h`` the recorder takes a per-zone summary.
-
-Biology issues insert their phases (rules, cycle, megakaryocytes, move ...) into ``PHASE_ORDER``
-at the place MODEL.md section 5 gives them.
 """
 
 from __future__ import annotations
@@ -21,24 +22,20 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from .biology import MODULES, BiologyModule
 from .cells import KINDS, CellTable
 from .errors import GeometryError, ScenarioError
 from .fields import FieldSet, FieldSpec
-from .geometry import BONE, MARROW, SINUSOID, Geometry, build_geometry
-from .record import Recorder
+from .geometry import Geometry, build_geometry
+from .record import Recorder, ZoneIndex
 from .scenario import Scenario, load_scenario
 from .streams import Streams
 
-#: The order of phases within one step (MODEL.md section 5). Data, not control flow: the engine
-#: looks each name up as ``_phase_<name>``.
-PHASE_ORDER: tuple[str, ...] = ("secrete", "diffuse", "sense", "remove_dead", "record")
-
-#: Niche kinds placed at start, with the geometry surface they sit on and the scenario key giving
-#: the fraction of that surface they occupy (MODEL.md section 3).
-NICHE_PLACEMENT: dict[str, tuple[int, str]] = {
-    "blc": (BONE, "frac_bone_surface"),
-    "msc": (SINUSOID, "frac_sinusoid_surface"),
-}
+#: The order of phases within one step (MODEL.md section 5): drug PK, secretion, diffusion,
+#: sensing, signal -> behaviour rules, cell cycle / division / death, megakaryocyte endomitosis
+#: and platelet shedding, blood compartments, movement, removal of the dead, recording.
+PHASE_ORDER: tuple[str, ...] = ("pk", "secrete", "diffuse", "sense", "rules", "cycle",
+                                "megakaryocytes", "blood", "move", "remove_dead", "record")
 
 
 def build_scenario_geometry(scenario: Scenario, streams: Streams) -> Geometry:
@@ -74,9 +71,12 @@ class Engine:
         scenario: a validated scenario (``load_scenario``).
         seed: root seed; defaults to the scenario's ``run.seed``.
         replicate: replicate index (independent random streams per replicate).
+        modules: biology module classes to consider (default ``marrow_abm.biology.MODULES``);
+            each is used when its ``applies(scenario)`` is true.
     """
 
-    def __init__(self, scenario: Scenario, seed: int | None = None, replicate: int = 0):
+    def __init__(self, scenario: Scenario, seed: int | None = None, replicate: int = 0,
+                 modules: tuple[type[BiologyModule], ...] = MODULES):
         self.scenario = scenario
         run = scenario.data["run"]
         self.seed = int(run["seed"] if seed is None else seed)
@@ -88,67 +88,63 @@ class Engine:
         self.step_index = 0
 
         self.geometry = build_scenario_geometry(scenario, self.streams)
+        self.zones = ZoneIndex(self.geometry)
         solver = scenario.data["solver"]
         self.fields = FieldSet(self.geometry.labels, self.geometry.dx_um, self.dt_h,
                                field_specs(scenario), method=solver["method"],
                                dtype=solver["dtype"])
-        n_vox = self.geometry.labels.size
         dtype = np.dtype(solver["dtype"])
-        self._sources = {f: np.zeros(self.geometry.labels.shape, dtype) for f in self.fields.names}
-        self._uptakes = {f: np.zeros(self.geometry.labels.shape, dtype) for f in self.fields.names}
+        shape = self.geometry.labels.shape
+        #: Per-field source (concentration/h) and uptake-rate (1/h) arrays, rebuilt every step.
+        self.sources = {f: np.zeros(shape, dtype) for f in self.fields.names}
+        self.uptakes = {f: np.zeros(shape, dtype) for f in self.fields.names}
 
-        self.cells = CellTable(self.geometry.labels.shape, capacity=max(1024, n_vox // 8))
+        self.cells = CellTable(shape, capacity=max(1024, self.geometry.labels.size // 8))
         for f in self.fields.names:
             self.cells.add_column(f"{f}_at", np.float64)
-        self._place_niche_cells()
 
-        self.recorder = Recorder(self)
-        self.phases: list[tuple[str, Callable[[], None]]] = [
-            (name, getattr(self, f"_phase_{name}")) for name in PHASE_ORDER
-        ]
-        self.phase_cpu_s = {name: 0.0 for name in PHASE_ORDER}
-        self.phase_wall_s = {name: 0.0 for name in PHASE_ORDER}
+        self.modules: list[BiologyModule] = [m(self) for m in modules if m.applies(scenario)]
+        extra: dict[str, Callable[[], np.ndarray]] = {}
+        for module in self.modules:
+            for name, fn in module.metrics().items():
+                if name in extra:
+                    raise ValueError(f"metric {name!r} is defined by two modules")
+                extra[name] = fn
+        self.recorder = Recorder(self, extra)
+
+        self.phases: list[tuple[str, list[Callable[[], None]]]] = []
+        handlers = [m.phase_handlers() for m in self.modules]
+        for name in PHASE_ORDER:
+            fns = [getattr(self, f"_phase_{name}")] if hasattr(self, f"_phase_{name}") else []
+            fns += [h[name] for h in handlers if name in h]
+            if fns:
+                self.phases.append((name, fns))
+        unknown = {p for h in handlers for p in h} - set(PHASE_ORDER)
+        if unknown:
+            raise ValueError(f"modules handle unknown phases {sorted(unknown)}; see PHASE_ORDER")
+        self.phase_cpu_s = {name: 0.0 for name, _ in self.phases}
+        self.phase_wall_s = {name: 0.0 for name, _ in self.phases}
         # Sense once so the t = 0 record sees the initial fields.
         self._phase_sense()
         self.recorder.record(self.time_h)
 
-    # -- set-up --------------------------------------------------------------------------------
-    def _place_niche_cells(self) -> None:
-        """Place BLC on marrow voxels touching bone and MSC on voxels touching a sinusoid.
-
-        Each kind occupies a scenario-given fraction of its surface, chosen uniformly at random
-        from its own stream, so changing one kind's density never moves the other's cells.
-        """
-        cells_cfg = self.scenario.data["cells"]
-        marrow = self.geometry.labels.ravel() == MARROW
-        for kind, (surface, frac_key) in NICHE_PLACEMENT.items():
-            cfg = cells_cfg.get(kind)
-            if cfg is None:
-                continue
-            touching = self.geometry.touching(surface).ravel() & marrow
-            free = np.flatnonzero(touching & (self.cells.occupant < 0))
-            n = int(round(float(cfg[frac_key]) * free.size))
-            rng = self.streams[f"placement.{kind}"]
-            chosen = np.sort(rng.choice(free, size=n, replace=False)) if n else free[:0]
-            self.cells.add(kind, chosen, time_h=0.0)
-
-    # -- phases --------------------------------------------------------------------------------
+    # -- core phases ---------------------------------------------------------------------------
     def _phase_secrete(self) -> None:
-        cells_cfg = self.scenario.data["cells"]
-        for arr in (*self._sources.values(), *self._uptakes.values()):
+        for arr in (*self.sources.values(), *self.uptakes.values()):
             arr.fill(0.0)
-        for kind, cfg in cells_cfg.items():
-            rows = self.cells.rows_of(kind)
-            if rows.size == 0:
+        cells = self.cells
+        alive = cells["alive"]
+        for kind, cfg in self.scenario.data["cells"].items():
+            rates = [(self.sources[f], r) for f, r in cfg["secretion_per_h"].items()]
+            rates += [(self.uptakes[f], r) for f, r in cfg["uptake_per_h"].items()]
+            if not rates:
                 continue
-            vox = self.cells["voxel"][rows]
-            for field, rate in cfg["secretion_per_h"].items():
-                self._sources[field].ravel()[vox] += rate
-            for field, rate in cfg["uptake_per_h"].items():
-                self._uptakes[field].ravel()[vox] += rate
+            vox = cells["voxel"][(cells["kind"] == KINDS[kind]) & alive]
+            for arr, rate in rates:
+                arr.ravel()[vox] += rate    # one cell per voxel: no repeated indices
 
     def _phase_diffuse(self) -> None:
-        self.fields.step(self._sources, self._uptakes)
+        self.fields.step(self.sources, self.uptakes)
 
     def _phase_sense(self) -> None:
         vox = self.cells["voxel"]
@@ -159,8 +155,8 @@ class Engine:
         self.cells.compact()
 
     def _phase_record(self) -> None:
-        # Recording happens after time has advanced, at multiples of record_every_h.
-        t_next = self.time_h + self.dt_h
+        # Recording happens at the end of a step, at multiples of record_every_h.
+        t_next = (self.step_index + 1) * self.dt_h
         n = round(t_next / self.record_every_h)
         if abs(t_next - n * self.record_every_h) < 1e-9 * max(1.0, t_next):
             self.recorder.record(t_next)
@@ -168,13 +164,14 @@ class Engine:
     # -- stepping ------------------------------------------------------------------------------
     def step(self) -> None:
         """Advance one agent step of ``dt_h`` hours through every phase, timing each."""
-        for name, fn in self.phases:
+        for name, fns in self.phases:
             c0, w0 = time.process_time(), time.perf_counter()
-            fn()
+            for fn in fns:
+                fn()
             self.phase_cpu_s[name] += time.process_time() - c0
             self.phase_wall_s[name] += time.perf_counter() - w0
-        self.time_h = (self.step_index + 1) * self.dt_h
         self.step_index += 1
+        self.time_h = self.step_index * self.dt_h
 
     def n_steps_for(self, days: float) -> int:
         return int(round(days * 24.0 / self.dt_h))
@@ -206,8 +203,7 @@ def default_fieldset() -> tuple[FieldSet, dict[str, np.ndarray], dict[str, np.nd
     """
     eng = Engine(load_scenario("default"))
     eng._phase_secrete()
-    return eng.fields, eng._sources, eng._uptakes
+    return eng.fields, eng.sources, eng.uptakes
 
 
-__all__ = ["Engine", "PHASE_ORDER", "KINDS", "build_scenario_geometry", "default_fieldset",
-           "field_specs"]
+__all__ = ["Engine", "PHASE_ORDER", "build_scenario_geometry", "default_fieldset", "field_specs"]

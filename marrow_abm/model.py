@@ -157,7 +157,7 @@ class MarrowModel(mesa.Model):
     def _collect_new_records(self) -> None:
         # The DataCollector holds one row per engine record (every run.record_every_h), so its
         # rows match the Parquet output row for row.
-        n = len(self.engine.recorder._times)
+        n = self.engine.recorder.n_records
         while self._n_collected < n:
             self._n_collected += 1
             self.datacollector.collect(self)
@@ -194,13 +194,13 @@ class MarrowModel(mesa.Model):
 
 
 def _latest_value(metric: str, zone_index: int, model: MarrowModel) -> float:
-    rows = model.engine.recorder._rows
-    return float(rows[-1][metric][zone_index]) if rows else float("nan")
+    latest = model.engine.recorder.latest()
+    return float(latest[1][metric][zone_index]) if latest else float("nan")
 
 
 def _latest_time_h(model: MarrowModel) -> float:
-    times = model.engine.recorder._times
-    return float(times[-1]) if times else float("nan")
+    latest = model.engine.recorder.latest()
+    return float(latest[0]) if latest else float("nan")
 
 
 __all__ = ["MAIN_ZONE", "MarrowModel", "parse_seed", "reporter_name", "toml_value"]

@@ -2,20 +2,20 @@
 
 One row per recorded time and zone (``all``, ``endosteal``, ``intermediate``, ``central``,
 ``perivascular``); columns ``scenario, replicate, seed, time_h, zone`` followed by the metrics.
-Every metric is documented in ``docs/outputs.md``. Biology issues add metric functions to
-``Recorder.metrics``; each returns one value per report zone.
+Every metric is documented in ``docs/outputs.md``. The core records zone sizes and field means;
+biology modules add theirs (``BiologyModule.metrics``), each a function returning one value per
+report zone, usually built with the ``ZoneIndex`` helpers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .cells import KINDS
-from .geometry import REPORT_ZONES
+from .geometry import REPORT_ZONES, Geometry
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -23,57 +23,88 @@ if TYPE_CHECKING:
 ID_COLUMNS = ("scenario", "replicate", "seed", "time_h", "zone")
 
 
+class ZoneIndex:
+    """Which report zone each marrow voxel belongs to, with per-zone reductions.
+
+    Zones overlap (``all`` holds every marrow voxel, ``perivascular`` overlaps the radial zones),
+    so membership is a (n_zones, n_voxels) boolean table rather than one label per voxel.
+
+    Args:
+        geometry: the section; zones are fixed for a run.
+    """
+
+    def __init__(self, geometry: Geometry):
+        masks = geometry.zone_masks()
+        self.names: tuple[str, ...] = tuple(REPORT_ZONES)
+        self.voxels: dict[str, np.ndarray] = {z: np.flatnonzero(masks[z].ravel()) for z in self.names}
+        self.member = np.stack([masks[z].ravel() for z in self.names])
+
+    def size(self) -> np.ndarray:
+        """Marrow voxels per zone."""
+        return np.array([v.size for v in self.voxels.values()], dtype=np.float64)
+
+    def count(self, voxels: np.ndarray) -> np.ndarray:
+        """Number of the given (cell) voxels in each zone."""
+        return self.member[:, voxels].sum(axis=1).astype(np.float64)
+
+    def total(self, voxels: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Sum of per-cell ``values`` over the cells in each zone."""
+        return (self.member[:, voxels] * np.asarray(values, dtype=np.float64)).sum(axis=1)
+
+    def cell_mean(self, voxels: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Mean of per-cell ``values`` over the cells in each zone (NaN where a zone has none)."""
+        n = self.count(voxels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, self.total(voxels, values) / np.maximum(n, 1), np.nan)
+
+    def field_mean(self, field: np.ndarray) -> np.ndarray:
+        """Mean of a full-grid field over each zone's marrow voxels (NaN for an empty zone)."""
+        flat = field.ravel()
+        return np.array([flat[v].mean() if v.size else np.nan for v in self.voxels.values()])
+
+
 class Recorder:
     """Collects per-zone metrics of an engine at record times.
 
     Args:
-        engine: the engine whose state is summarised (geometry, cells, fields).
+        engine: the engine whose state is summarised.
+        extra: metric name -> per-zone function, from the biology modules (names must be new).
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, extra: Mapping[str, Callable[[], np.ndarray]] = ()):
         self.engine = engine
-        geom = engine.geometry
-        masks = geom.zone_masks()
-        self.zones: tuple[str, ...] = tuple(REPORT_ZONES)
-        # Flat voxel indices per zone, computed once: zones are fixed for a run.
-        self._zone_voxels = {z: np.flatnonzero(masks[z].ravel()) for z in self.zones}
-        # Per-voxel membership table (n_zones, n_voxels) to count cells per zone by indexing.
-        self._member = np.stack([masks[z].ravel() for z in self.zones])
-        self._rows: list[dict[str, np.ndarray]] = []
-        self._times: list[float] = []
-        self.metrics: dict[str, Callable[[], np.ndarray]] = {"n_voxels": self._n_voxels}
-        for kind in ("blc", "msc"):
-            self.metrics[f"n_{kind}"] = self._count_kind(kind)
+        self.zones: tuple[str, ...] = engine.zones.names
+        self.metrics: dict[str, Callable[[], np.ndarray]] = {"n_voxels": engine.zones.size}
         for field in engine.fields.names:
             self.metrics[f"mean_{field}"] = self._mean_field(field)
-
-    # -- metric builders (each returns an array with one value per zone) -----------------------
-    def _n_voxels(self) -> np.ndarray:
-        return np.array([v.size for v in self._zone_voxels.values()], dtype=np.float64)
-
-    def _count_kind(self, kind: str) -> Callable[[], np.ndarray]:
-        code = KINDS[kind]
-
-        def count() -> np.ndarray:
-            cells = self.engine.cells
-            vox = cells["voxel"][(cells["kind"] == code) & cells["alive"]]
-            return self._member[:, vox].sum(axis=1).astype(np.float64)
-
-        return count
+        for name, fn in dict(extra).items():
+            if name in self.metrics or name in ID_COLUMNS:
+                raise ValueError(f"metric {name!r} is defined twice")
+            self.metrics[name] = fn
+        self._rows: list[dict[str, np.ndarray]] = []
+        self._times: list[float] = []
 
     def _mean_field(self, field: str) -> Callable[[], np.ndarray]:
-        def mean() -> np.ndarray:
-            flat = self.engine.fields.values[field].ravel()
-            return np.array([flat[v].mean() if v.size else np.nan
-                             for v in self._zone_voxels.values()])
-
-        return mean
+        return lambda: self.engine.zones.field_mean(self.engine.fields.values[field])
 
     # -- recording -----------------------------------------------------------------------------
     def record(self, time_h: float) -> None:
         """Take one per-zone summary of the current state at ``time_h``."""
         self._times.append(float(time_h))
-        self._rows.append({name: fn() for name, fn in self.metrics.items()})
+        self._rows.append({name: np.asarray(fn(), dtype=np.float64) for name, fn in self.metrics.items()})
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        """Record times so far (h)."""
+        return tuple(self._times)
+
+    @property
+    def n_records(self) -> int:
+        return len(self._times)
+
+    def latest(self) -> tuple[float, dict[str, np.ndarray]] | None:
+        """The newest record as (time_h, metric name -> one value per zone), or None."""
+        return (self._times[-1], self._rows[-1]) if self._times else None
 
     def frame(self) -> pd.DataFrame:
         """All records as a tidy DataFrame (rows: time × zone)."""

@@ -29,6 +29,7 @@ from marrow_abm.errors import ScenarioError
 __all__ = [
     "ArrayOf", "CELL_KINDS", "CHECKS", "Context", "Key", "Map", "Node", "SCHEMA",
     "SweepTable", "Table", "UNSWEEPABLE", "describe_keys", "flatten_sweep", "register_cell_kind",
+    "register_section",
     "schema_markdown", "schema_node_at",
 ]
 
@@ -643,6 +644,19 @@ SCHEMA = Table("A scenario.", {
 })
 
 
+
+def register_section(name: str, node: Node) -> None:
+    """Add a top-level table (e.g. ``leukemia``, ``blood``, ``drugs``) to the schema.
+
+    Biology issues declare their keys in ``marrow_abm/schemas/<topic>.py`` with this and
+    ``register_cell_kind``; the loader needs no change.
+    """
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"section {name!r} must match {NAME_PATTERN.pattern}")
+    if name in SCHEMA.entries:
+        raise ValueError(f"section {name!r} is already in the schema")
+    SCHEMA.entries[name] = node
+
 # --------------------------------------------------------------------------------------------
 # Cross-key constraints: each takes the normalised scenario and the context, raises ScenarioError.
 
@@ -769,3 +783,18 @@ if __name__ == "__main__":
     import sys
 
     sys.stdout.write(schema_markdown())
+
+
+# Biology sections register themselves on import (one module per topic, in name order, so the
+# schema and docs/scenarios.md do not depend on import order elsewhere).
+def _load_schema_extensions() -> None:
+    import importlib
+    import pkgutil
+
+    from . import schemas
+
+    for info in sorted(pkgutil.iter_modules(schemas.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{schemas.__name__}.{info.name}")
+
+
+_load_schema_extensions()
