@@ -1,0 +1,120 @@
+"""Validation of the claims of MODEL.md section 9, as statistical tests over replicates.
+
+Each topic module in this package (``aml.py`` for claims A1–A7, ``mds.py`` for M1–M5 and the
+generic targets) exposes::
+
+    TOPIC: str                      # "aml", "mds"
+    TITLE: str                      # section heading of the report
+    def run(out_dir: Path, *, quick: bool, workers: int) -> list[ClaimResult]
+
+``run`` simulates what it needs (full size and enough replicates, or a small and fast version
+when ``quick``), writes its figures (PNG) into ``out_dir``, and returns one result per claim.
+``run_claims`` runs the topics, writes ``out_dir/validation.md`` (all sections) and one
+``out_dir/<topic>.md`` per topic, and tells whether every claim held. ``marrow-abm claims --out
+DIR`` calls it and exits non-zero when a claim fails. The fast versions of the same checks are
+in ``tests/`` (CI); the full versions are this command, whose report is committed as
+``docs/validation.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+
+
+@dataclass
+class ClaimResult:
+    """The outcome of one claim.
+
+    Args:
+        id: claim id from MODEL.md section 9 (``A1`` ... ``M5``, ``G1`` ...).
+        title: the claim in one sentence.
+        passed: whether the stated test passed.
+        test: the statistical test and its threshold, in words (e.g. "one-sided Mann–Whitney U
+            over 20 replicates, p < 0.01").
+        statistics: the numbers behind the verdict (effect sizes, CIs, p-values, n).
+        figures: PNG files written for this claim (relative to the report folder when shown).
+        notes: markdown shown under the claim (caveats, calibration vs validation).
+    """
+
+    id: str
+    title: str
+    passed: bool
+    test: str
+    statistics: dict = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    notes: str = ""
+
+
+def topics() -> list[str]:
+    """Topic modules present in this package, in name order."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def section_markdown(title: str, results: list[ClaimResult], out_dir: Path) -> str:
+    """One topic's report section: a summary table, then each claim with test, numbers, figures."""
+    lines = [f"## {title}", "", "| claim | verdict | test |", "|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.id} {r.title} | {'PASS' if r.passed else '**FAIL**'} | {r.test} |")
+    for r in results:
+        lines += ["", f"### {r.id} — {r.title}", "",
+                  f"**{'PASS' if r.passed else 'FAIL'}** — {r.test}", ""]
+        if r.statistics:
+            lines += ["| statistic | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in r.statistics.items()]
+            lines.append("")
+        for fig in r.figures:
+            rel = Path(fig).resolve().relative_to(out_dir.resolve()) if Path(fig).is_absolute() else fig
+            lines.append(f"![{r.id}]({Path(rel).as_posix()})")
+        if r.notes:
+            lines += ["", r.notes]
+    return "\n".join(lines) + "\n"
+
+
+def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
+               only: list[str] | None = None) -> dict[str, list[ClaimResult]]:
+    """Run the claim topics and write the report; returns results per topic.
+
+    Args:
+        out_dir: report folder (created); figures go beside the markdown.
+        quick: small sections and few replicates (minutes) instead of the full versions.
+        workers: local worker processes the topics may use for replicates.
+        only: topic names to run (default all).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = topics() if not only else only
+    unknown = sorted(set(chosen) - set(topics()))
+    if unknown:
+        from ..errors import MarrowError
+        raise MarrowError(f"unknown claim topic(s) {unknown}; available: {', '.join(topics())}")
+    results: dict[str, list[ClaimResult]] = {}
+    sections = []
+    for name in chosen:
+        mod = importlib.import_module(f"{__name__}.{name}")
+        res = mod.run(out_dir, quick=quick, workers=workers)
+        results[name] = res
+        text = section_markdown(mod.TITLE, res, out_dir)
+        (out_dir / f"{name}.md").write_text(text)
+        sections.append(text)
+    n_pass = sum(r.passed for rs in results.values() for r in rs)
+    n_all = sum(len(rs) for rs in results.values())
+    head = [
+        "# Validation report", "",
+        f"marrow-abm {__version__}; {'quick' if quick else 'full'} run; "
+        f"{n_pass} of {n_all} claims hold.", "",
+        "Each claim of MODEL.md section 9 is checked by the statistical test stated beside it, "
+        "over independent replicates (named random streams, one root seed).", "",
+    ]
+    (out_dir / "validation.md").write_text("\n".join(head) + "\n".join(sections))
+    return results
