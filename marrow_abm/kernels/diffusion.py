@@ -34,10 +34,12 @@ EAST = np.int8(2)
 NORTH = np.int8(4)
 SOUTH = np.int8(8)
 
-#: Lines swept together by the x-direction Thomas solve: their independent recurrences
-#: interleave in the inner loop and hide each other's latency (measured: 4, 8 and 16 within
-#: noise of each other; 8 float64 lines fill one cache line per column).
-LOD_ROW_BLOCK = 8
+#: Most rows per band of the LOD x solve: the band is transposed so its lines' Thomas
+#: recurrences vectorise across lines (at 256² and 512², 32 lines ran ~10% faster than 16).
+LOD_LINES = 32
+#: Largest band tile (bytes): ``lod_plan`` halves the band (down to 8 lines) until the tile
+#: fits, so tile and pivots stay within the 512 KB L2 on wide grids.
+LOD_TILE_BYTES = 256 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,9 +330,14 @@ def lod_factor_ref(faces, r, inv_x_out, inv_y_out):
 def lod_plan(faces: np.ndarray, r: float, dtype=np.float64):
     """Everything :func:`lod_step` needs that depends only on the geometry and r.
 
-    The x-direction coefficients are stored in tiles of ``LOD_ROW_BLOCK`` rows, transposed so that
-    the lines swept together are adjacent in memory and the recurrence along x
-    vectorises across them; rows past the grid are padded as closed, empty lines.
+    Each inverse pivot carries its line's coupling flag in its sign bit (pivots are positive,
+    so ``abs`` recovers them exactly): one 8-byte stream per direction instead of a pivot and a
+    flag. The x pivots are stored in bands of ``LOD_LINES`` rows (fewer on grids so wide that
+    the band's tile would exceed ``LOD_TILE_BYTES``), transposed so that the lines
+    solved together are adjacent in memory (rows past the grid are padded as closed, empty
+    lines). The y solve runs from both ends: rows above ``m`` (the first row of the lower half
+    of the bands) are eliminated downwards, rows from ``m`` on upwards, and the two meet
+    between rows m - 1 and m.
 
     Args:
         faces: int8 (ny, nx) open-face bits.
@@ -338,27 +345,43 @@ def lod_plan(faces: np.ndarray, r: float, dtype=np.float64):
         dtype: float dtype of the field.
 
     Returns:
-        ``(inv_x_t, west_t, inv_y, north)``: inverse pivots along x (n_tiles, nx, LOD_ROW_BLOCK),
-        int8 west-face flags in the same layout, inverse pivots along y (ny, nx) and int8
-        north-face flags (ny, nx).
+        ``(inv_x_t, inv_y, meet)``: signed inverse pivots along x (n_bands, nx, lines),
+        negative where the west face is open; signed inverse pivots along y (ny, nx), negative
+        where the face towards the row eliminated before is open (north above m, south from m
+        on); per column, -1 / (1 - alpha beta) where rows m - 1 and m are coupled, else 1.
     """
     ny, nx = faces.shape
-    block = LOD_ROW_BLOCK
+    lines = LOD_LINES
+    while lines > 8 and nx * lines * np.dtype(dtype).itemsize > LOD_TILE_BYTES:
+        lines //= 2
+    n_bands = -(-ny // lines)
+    m = (n_bands // 2) * lines
     inv_x = np.empty((ny, nx), dtype)
+    inv_down = np.empty((ny, nx), dtype)
+    lod_factor(faces, r, inv_x, inv_down)
+    # pivots of the upward elimination = the downward pivots of the grid turned upside down
+    flipped = faces[::-1] & ~(NORTH | SOUTH)
+    flipped |= (faces[::-1] & NORTH) << 1
+    flipped |= (faces[::-1] & SOUTH) >> 1
+    unused = np.empty((ny, nx), dtype)
+    inv_up = np.empty((ny, nx), dtype)
+    lod_factor(np.ascontiguousarray(flipped), r, unused, inv_up)
+    inv_up = inv_up[::-1]
     inv_y = np.empty((ny, nx), dtype)
-    lod_factor(faces, r, inv_x, inv_y)
-    n_tiles = -(-ny // block)
-    pad = n_tiles * block - ny
-    west = ((faces & WEST) != 0).astype(np.int8)
-    inv_x = np.concatenate([inv_x, np.ones((pad, nx), dtype)])
-    west = np.concatenate([west, np.zeros((pad, nx), np.int8)])
-    inv_x_t = np.ascontiguousarray(inv_x.reshape(n_tiles, block, nx).transpose(0, 2, 1))
-    west_t = np.ascontiguousarray(west.reshape(n_tiles, block, nx).transpose(0, 2, 1))
-    north = ((faces & NORTH) != 0).astype(np.int8)
-    return inv_x_t, west_t, inv_y, north
+    inv_y[:m] = np.where((faces[:m] & NORTH) != 0, -inv_down[:m], inv_down[:m])
+    inv_y[m:] = np.where((faces[m:] & SOUTH) != 0, -inv_up[m:], inv_up[m:])
+    meet = np.ones(nx, dtype)
+    if m > 0:
+        rr = dtype(r)
+        gamma = dtype(1.0) / (dtype(1.0) - (rr * inv_up[m]) * (rr * inv_down[m - 1]))
+        meet = np.where((faces[m] & NORTH) != 0, -gamma, meet).astype(dtype)
+    signed_x = np.where((faces & WEST) != 0, -inv_x, inv_x)
+    signed_x = np.concatenate([signed_x, np.ones((n_bands * lines - ny, nx), dtype)])
+    inv_x_t = np.ascontiguousarray(signed_x.reshape(n_bands, lines, nx).transpose(0, 2, 1))
+    return inv_x_t, inv_y, meet
 
 
-def lod_step(c, out, retain, gain, r, inv_x_t, west_t, inv_y, north):
+def lod_step(c, out, retain, gain, r, inv_x_t, inv_y, meet):
     """One LOD step: exact reaction, then implicit diffusion along x, then along y.
 
     Solves out = (I - r Ly)^-1 (I - r Lx)^-1 (retain * c + gain), the scheme of BioFVM
@@ -366,169 +389,215 @@ def lod_step(c, out, retain, gain, r, inv_x_t, west_t, inv_y, north):
     Unconditionally stable and non-negative (both tridiagonal matrices are M-matrices), but
     first order in time: its steady state drifts from the true one as r grows.
 
-    Loop order: along x, tiles of ``LOD_ROW_BLOCK`` rows are transposed into a small buffer
-    so the Thomas recurrences of the tile's lines run side by side over j (reading the rows
-    together would put 8 streams 8 KB apart into the same L1 sets); along y, rows are
-    contiguous already and the inner loop vectorises across columns.
+    Loop order: each band of ``LOD_LINES`` rows is transposed into a tile (reaction applied on
+    the way in) so the x recurrences run side by side and vectorise across the band's lines;
+    on the way back into rows each row is eliminated along y against the row before it. The y
+    solve runs from both ends (rows above the middle downwards, the rest upwards, meeting in
+    the middle), so the two halves are independent: two threads each take one half with one
+    pass down (or up) and one back, and one thread does the same work in the same order of
+    operations. Results are therefore bitwise identical for any thread count.
 
     Args:
         c: (ny, nx) field at the start, 0 outside marrow; not modified unless ``out is c``.
         out: (ny, nx) ``c.dtype``, receives the field after the step; may alias ``c``.
         retain: (ny, nx) exact reaction retention over the whole step.
         gain: (ny, nx) exact reaction gain over the whole step.
-        r: diffusion number D dt / dx^2 of the step, as ``c.dtype``.
-        inv_x_t, west_t, inv_y, north: the geometry plan from :func:`lod_plan`.
-
-    Every line is solved by one iteration whatever the threads, so the result is too.
+        r: diffusion number D dt / dx^2 of the step (cast to ``c.dtype``).
+        inv_x_t, inv_y, meet: the geometry plan from :func:`lod_plan`.
     """
-    threads = get_num_threads()
-    n_strips = max(1, min(threads, c.shape[1] // 64))
-    _lod_step_jit(c, out, retain, gain, r, inv_x_t, west_t, inv_y, north, n_strips,
-                  threads == 1)
+    _lod_step_jit(c, out, retain, gain, inv_x_t, inv_y, meet, c.dtype.type(r))
     return out
 
 
 @njit(cache=True)
-def _lod_x_tile(c, retain, gain, r, iv, wf, i0, nk, tile):
-    """Reaction, then the x-direction Thomas solve of rows i0..i0+nk, into ``tile``.
+def _lod_band(c, out, retain, gain, iv_x, inv_y, r, i0, nk, tile, down):
+    """Reaction and x solve of rows i0..i0+nk in ``tile``, then their y elimination into out.
 
-    The tile holds the lines transposed: tile[j * B + k] is line k at column j. Unsigned
-    flat indices spare numba's negative-index checks; the B independent recurrences
-    interleave in the inner loop, which hides their latency.
+    tile[j, k] is line k at column j; unsigned flat indices spare numba's negative-index
+    checks, and the inner loops over the band's lines vectorise. ``down``: eliminate each row
+    against the one above (top half) or, rows taken bottom-up, the one below (bottom half).
     """
-    nx = c.shape[1]
-    B = iv.shape[1]
-    tp = c.dtype.type
-    ub = np.uint64(B)
-    ivf = iv.reshape(nx * B)
-    wff = wf.reshape(nx * B)
-    if nk < B:
-        tile[:] = 0.0
-    # one source row at a time: rows 8 KB apart would share L1 sets if read together
-    for k in range(nk):
-        c_row = c[i0 + k]
-        a_row = retain[i0 + k]
-        g_row = gain[i0 + k]
+    ny, nx = c.shape
+    nl = tile.shape[1]
+    tf = tile.reshape(nx * nl)
+    ivf = iv_x.reshape(nx * nl)
+    ul = np.uint64(nl)
+    one = np.uint64(1)
+    zero = tile.dtype.type(0.0)
+    # reaction on the way in, two source rows per pass (half the tile lines touched per pass)
+    k = 0
+    while k < nk:
+        c0 = c[i0 + k]
+        a0 = retain[i0 + k]
+        g0 = gain[i0 + k]
+        uk = np.uint64(k)
+        if k + 1 < nk:
+            c1 = c[i0 + k + 1]
+            a1 = retain[i0 + k + 1]
+            g1 = gain[i0 + k + 1]
+            for j in range(nx):
+                q = np.uint64(j) * ul + uk
+                tf[q] = a0[j] * c0[j] + g0[j]
+                tf[q + one] = a1[j] * c1[j] + g1[j]
+            k += 2
+        else:
+            for j in range(nx):
+                tf[np.uint64(j) * ul + uk] = a0[j] * c0[j] + g0[j]
+            k += 1
+    for k in range(nk, nl):
         uk = np.uint64(k)
         for j in range(nx):
-            tile[np.uint64(j) * ub + uk] = a_row[j] * c_row[j] + g_row[j]
-    for k in range(B):
-        tile[k] = tile[k] * ivf[k]
+            tf[np.uint64(j) * ul + uk] = zero
+    # Thomas along x: forward elimination, then back substitution (sign bit = west face open)
+    for k in range(nl):
+        tf[k] = tf[k] * abs(ivf[k])
     for j in range(1, nx):
-        base = np.uint64(j) * ub
-        for k in range(B):
-            q = base + np.uint64(k)
-            tile[q] = (tile[q] + r * tp(wff[q]) * tile[q - ub]) * ivf[q]
+        q = np.uint64(j) * ul
+        p = q - ul
+        for k in range(nl):
+            uk = np.uint64(k)
+            s = ivf[q + uk]
+            rw = r if s < zero else zero
+            tf[q + uk] = (tf[q + uk] + rw * tf[p + uk]) * abs(s)
     for j in range(nx - 2, -1, -1):
-        base = np.uint64(j) * ub
-        for k in range(B):
-            q = base + np.uint64(k)
-            tile[q] = tile[q] + r * tp(wff[q + ub]) * ivf[q] * tile[q + ub]
+        q = np.uint64(j) * ul
+        p = q + ul
+        for k in range(nl):
+            uk = np.uint64(k)
+            rw = r if ivf[p + uk] < zero else zero
+            tf[q + uk] = tf[q + uk] + rw * abs(ivf[q + uk]) * tf[p + uk]
+    # back into rows, eliminating along y on the way
+    step = 1 if down else -1
+    kk = 0
+    while kk < nk:
+        k = kk if down else nk - 1 - kk
+        i = i0 + k
+        uk = np.uint64(k)
+        o0 = out[i]
+        v0 = inv_y[i]
+        if (i == 0) if down else (i == ny - 1):
+            for j in range(nx):
+                o0[j] = tf[np.uint64(j) * ul + uk] * abs(v0[j])
+            kk += 1
+        elif kk + 1 < nk:
+            # two rows per pass: the second is eliminated against the first while in registers
+            prev = out[i - step]
+            o1 = out[i + step]
+            v1 = inv_y[i + step]
+            uk1 = np.uint64(k + step)
+            for j in range(nx):
+                s0 = v0[j]
+                s1 = v1[j]
+                rw0 = r if s0 < zero else zero
+                rw1 = r if s1 < zero else zero
+                y0 = (tf[np.uint64(j) * ul + uk] + rw0 * prev[j]) * abs(s0)
+                o0[j] = y0
+                o1[j] = (tf[np.uint64(j) * ul + uk1] + rw1 * y0) * abs(s1)
+            kk += 2
+        else:
+            prev = out[i - step]
+            for j in range(nx):
+                s0 = v0[j]
+                rw0 = r if s0 < zero else zero
+                o0[j] = (tf[np.uint64(j) * ul + uk] + rw0 * prev[j]) * abs(s0)
+            kk += 1
 
 
 @njit(cache=True)
-def _tile_to_row(tile, k, B, o_row):
-    ub = np.uint64(B)
-    uk = np.uint64(k)
-    for j in range(o_row.shape[0]):
-        o_row[j] = tile[np.uint64(j) * ub + uk]
+def _lod_back_row(cur, done, inv, coupled_inv, r):
+    """Back substitution of one row from its finished neighbour, for many lines at once.
 
-
-@njit(cache=True)
-def _tile_to_row_forward_y(tile, k, B, o_row, prev, coupled, inv, r):
-    """Copy line k out of the tile and apply the y forward elimination on the way."""
-    tp = o_row.dtype.type
-    ub = np.uint64(B)
-    uk = np.uint64(k)
-    for j in range(o_row.shape[0]):
-        o_row[j] = (tile[np.uint64(j) * ub + uk] + r * tp(coupled[j]) * prev[j]) * inv[j]
+    Columns run in descending order: the whole back pass then streams through memory in one
+    direction, which the hardware prefetcher follows (measured ~10% faster).
+    """
+    zero = cur.dtype.type(0.0)
+    for j in range(cur.shape[0] - 1, -1, -1):
+        rw = r if coupled_inv[j] < zero else zero
+        cur[j] = cur[j] + rw * abs(inv[j]) * done[j]
 
 
 @njit(cache=True, parallel=True)
-def _lod_step_jit(c, out, retain, gain, r, inv_x_t, west_t, inv_y, north, n_strips, fused):
+def _lod_step_jit(c, out, retain, gain, inv_x_t, inv_y, meet, r):
     ny, nx = c.shape
-    n_tiles = inv_x_t.shape[0]
-    B = inv_x_t.shape[2]
-    if fused:
-        # one thread: tiles go top to bottom, so the y forward elimination of each row can
-        # ride on its copy out of the tile (one pass over memory fewer); same arithmetic,
-        # same result as the parallel path
-        tile = np.empty(nx * B, dtype=c.dtype)
-        for t in range(n_tiles):
-            i0 = t * B
-            nk = min(B, ny - i0)
-            _lod_x_tile(c, retain, gain, r, inv_x_t[t], west_t[t], i0, nk, tile)
-            for k in range(nk):
-                i = i0 + k
-                if i == 0:
-                    _tile_to_row(tile, k, B, out[0])
-                    top = out[0]
-                    iv0 = inv_y[0]
-                    for j in range(nx):
-                        top[j] = top[j] * iv0[j]
-                else:
-                    _tile_to_row_forward_y(tile, k, B, out[i], out[i - 1], north[i],
-                                           inv_y[i], r)
-        for i in range(ny - 2, -1, -1):
-            _thomas_backward_row(out[i], out[i + 1], north[i + 1], inv_y[i], r)
-        return
-    for t in prange(n_tiles):
-        i0 = t * B
-        nk = min(B, ny - i0)
-        tile = np.empty(nx * B, dtype=c.dtype)
-        _lod_x_tile(c, retain, gain, r, inv_x_t[t], west_t[t], i0, nk, tile)
-        for k in range(nk):
-            _tile_to_row(tile, k, B, out[i0 + k])
-    for st in prange(n_strips):
-        j0 = (nx * st) // n_strips
-        j1 = (nx * (st + 1)) // n_strips
-        # row views start at index 0, so numba drops its negative-index checks and the
-        # loops over a row vectorise
-        top = out[0, j0:j1]
-        iv0 = inv_y[0, j0:j1]
-        for j in range(top.shape[0]):
-            top[j] = top[j] * iv0[j]
-        for i in range(1, ny):
-            _thomas_forward_row(out[i, j0:j1], out[i - 1, j0:j1], north[i, j0:j1],
-                                inv_y[i, j0:j1], r)
-        for i in range(ny - 2, -1, -1):
-            _thomas_backward_row(out[i, j0:j1], out[i + 1, j0:j1], north[i + 1, j0:j1],
-                                 inv_y[i, j0:j1], r)
+    n_bands, _, nl = inv_x_t.shape
+    half = n_bands // 2
+    m = half * nl
+    zero = c.dtype.type(0.0)
+    tiles = np.empty((2, nx, nl), c.dtype)
+    edge = np.empty((2, nx), c.dtype)          # rows m - 1 and m after elimination
+    # each half is one task: bands top-down above m, bottom-up from m on
+    for t in prange(2):
+        if t == 0:
+            for b in range(half):
+                _lod_band(c, out, retain, gain, inv_x_t[b], inv_y, r, b * nl, nl, tiles[0],
+                          True)
+            if m > 0:
+                edge[0] = out[m - 1]
+        else:
+            for b in range(n_bands - 1, half - 1, -1):
+                _lod_band(c, out, retain, gain, inv_x_t[b], inv_y, r, b * nl,
+                          min(nl, ny - b * nl), tiles[1], False)
+            edge[1] = out[m]
+    # solve the 2x2 system of rows m - 1 and m per column, then back-substitute outwards;
+    # both tasks compute x_m the same way from the saved edge rows, each writes its own row
+    for t in prange(2):
+        if t == 0:          # lower half first: with one thread its rows are still in cache
+            if m > 0:
+                o = out[m]
+                y = edge[0]
+                z = edge[1]
+                v = inv_y[m]
+                for j in range(nx):
+                    g = meet[j]
+                    if g < zero:
+                        o[j] = (z[j] + r * abs(v[j]) * y[j]) * abs(g)
+            for i in range(m + 1, ny):
+                _lod_back_row(out[i], out[i - 1], inv_y[i], inv_y[i - 1], r)
+        else:
+            if m > 0:
+                o = out[m - 1]
+                y = edge[0]
+                z = edge[1]
+                v = inv_y[m]
+                vy = inv_y[m - 1]
+                for j in range(nx):
+                    g = meet[j]
+                    if g < zero:
+                        xm = (z[j] + r * abs(v[j]) * y[j]) * abs(g)
+                        o[j] = y[j] + r * abs(vy[j]) * xm
+            for i in range(m - 2, -1, -1):
+                _lod_back_row(out[i], out[i + 1], inv_y[i], inv_y[i + 1], r)
 
 
-@njit(cache=True)
-def _thomas_forward_row(cur, prev, coupled, inv, r):
-    """Forward elimination of one row against the previous one, for many lines at once."""
-    tp = cur.dtype.type
-    for j in range(cur.shape[0]):
-        cur[j] = (cur[j] + r * tp(coupled[j]) * prev[j]) * inv[j]
-
-
-@njit(cache=True)
-def _thomas_backward_row(cur, nxt, coupled, inv, r):
-    """Back substitution of one row from the next one, for many lines at once."""
-    tp = cur.dtype.type
-    for j in range(cur.shape[0]):
-        cur[j] = cur[j] + r * tp(coupled[j]) * inv[j] * nxt[j]
-
-
-def lod_step_ref(c, out, retain, gain, r, inv_x_t, west_t, inv_y, north):
+def lod_step_ref(c, out, retain, gain, r, inv_x_t, inv_y, meet):
     """Plain-numpy twin of :func:`lod_step` (same arguments), vectorised across lines."""
     ny, nx = c.shape
-    inv_x = inv_x_t.transpose(0, 2, 1).reshape(-1, nx)[:ny]
-    w = west_t.transpose(0, 2, 1).reshape(-1, nx)[:ny].astype(c.dtype)
-    n = north.astype(c.dtype)
+    r = c.dtype.type(r)
+    zero = c.dtype.type(0.0)
+    n_bands, _, lines = inv_x_t.shape
+    m = (n_bands // 2) * lines
+    signed_x = inv_x_t.transpose(0, 2, 1).reshape(-1, nx)[:ny]
+    ix, wx = np.abs(signed_x), np.where(signed_x < 0, r, zero)
+    iy, wy = np.abs(inv_y), np.where(inv_y < 0, r, zero)
     u = retain * c + gain
-    u[:, 0] = u[:, 0] * inv_x[:, 0]
+    u[:, 0] = u[:, 0] * ix[:, 0]
     for j in range(1, nx):
-        u[:, j] = (u[:, j] + r * w[:, j] * u[:, j - 1]) * inv_x[:, j]
+        u[:, j] = (u[:, j] + wx[:, j] * u[:, j - 1]) * ix[:, j]
     for j in range(nx - 2, -1, -1):
-        u[:, j] = u[:, j] + r * w[:, j + 1] * inv_x[:, j] * u[:, j + 1]
-    u[0] = u[0] * inv_y[0]
-    for i in range(1, ny):
-        u[i] = (u[i] + r * n[i] * u[i - 1]) * inv_y[i]
-    for i in range(ny - 2, -1, -1):
-        u[i] = u[i] + r * n[i + 1] * inv_y[i] * u[i + 1]
+        u[:, j] = u[:, j] + wx[:, j + 1] * ix[:, j] * u[:, j + 1]
+    for i in range(m):                                  # upper half: eliminate downwards
+        u[i] = u[i] * iy[i] if i == 0 else (u[i] + wy[i] * u[i - 1]) * iy[i]
+    for i in range(ny - 1, m - 1, -1):                  # lower half: eliminate upwards
+        u[i] = u[i] * iy[i] if i == ny - 1 else (u[i] + wy[i] * u[i + 1]) * iy[i]
+    if m > 0:                                           # the two halves meet
+        y, z = u[m - 1].copy(), u[m].copy()
+        x_m = (z + r * iy[m] * y) * np.abs(meet)
+        u[m] = np.where(meet < 0, x_m, z)
+        u[m - 1] = np.where(meet < 0, y + r * iy[m - 1] * x_m, y)
+    for i in range(m + 1, ny):
+        u[i] = u[i] + wy[i - 1] * iy[i] * u[i - 1]
+    for i in range(m - 2, -1, -1):
+        u[i] = u[i] + wy[i + 1] * iy[i] * u[i + 1]
     out[...] = u
     return out
 
