@@ -9,7 +9,7 @@ import pytest
 
 from marrow_abm.cells import KINDS, CellTable
 from marrow_abm.geometry import BONE, SINUSOID, Geometry
-from marrow_abm.viz.render import G0_CODE, PHASE_COLUMN, PLOIDY_COLUMN, TissueRenderer, encode_png
+from marrow_abm.viz.render import PHASE_COLUMN, PLOIDY_COLUMN, TissueRenderer, encode_png
 
 N = 200
 N_CELLS = 10_000

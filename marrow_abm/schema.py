@@ -656,6 +656,12 @@ def register_section(name: str, node: Node) -> None:
     if name in SCHEMA.entries:
         raise ValueError(f"section {name!r} is already in the schema")
     SCHEMA.entries[name] = node
+    _EXTENSION_SECTIONS.add(name)
+
+
+#: Top-level sections added by ``register_section``; the reference lists them after the core
+#: sections, by name, so docs/scenarios.md does not depend on which module was imported first.
+_EXTENSION_SECTIONS: set[str] = set()
 
 # --------------------------------------------------------------------------------------------
 # Cross-key constraints: each takes the normalised scenario and the context, raises ScenarioError.
@@ -725,8 +731,11 @@ def schema_node_at(path: Path_) -> Node | None:
 # Reference documentation
 
 def describe_keys() -> list[tuple[str, Node]]:
-    """Every dotted key pattern of the schema with its node, in schema order."""
-    return [(pattern, node) for pattern, node in SCHEMA.walk("") if pattern]
+    """Every dotted key pattern of the schema with its node: core sections in schema order,
+    then the biology sections by name."""
+    core = [n for n in SCHEMA.entries if n not in _EXTENSION_SECTIONS]
+    order = core + sorted(_EXTENSION_SECTIONS)
+    return [(pattern, node) for name in order for pattern, node in SCHEMA.entries[name].walk(name)]
 
 
 def _md(text: str) -> str:
@@ -765,11 +774,10 @@ def schema_markdown() -> str:
               "cell kind. Secretion and uptake maps may only name declared fields.", "",
               "### Top level"]
     for pattern, node in describe_keys():
-        if isinstance(node, (Table, Map, ArrayOf)):
+        if not isinstance(node, Key):   # Table, Map, ArrayOf or a topic's own table node
             header = f"[[{pattern}]]" if isinstance(node, ArrayOf) else f"[{pattern}]"
             lines += ["", f"### `{header}`", "", _md(node.description)]
             continue
-        assert isinstance(node, Key)
         if not lines[-1].startswith("|"):
             lines += ["", "| key | type | unit | allowed | required | description |",
                       "|---|---|---|---|---|---|"]
@@ -777,12 +785,6 @@ def schema_markdown() -> str:
                      f"{_md(node.range_text())} | {'yes' if node.required else 'no'} | "
                      f"{_md(node.description)} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.stdout.write(schema_markdown())
 
 
 # Biology sections register themselves on import (one module per topic, in name order, so the
@@ -798,3 +800,13 @@ def _load_schema_extensions() -> None:
 
 
 _load_schema_extensions()
+
+
+if __name__ == "__main__":
+    import sys
+
+    # Run as a script this file is ``__main__``, a second copy of the module: the biology
+    # sections register into the imported ``marrow_abm.schema``, so print that one's schema.
+    from marrow_abm.schema import schema_markdown as _imported_schema_markdown
+
+    sys.stdout.write(_imported_schema_markdown())

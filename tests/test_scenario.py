@@ -45,16 +45,47 @@ def raises_scenario_error(*args, **kwargs) -> ScenarioError:
 
 # ---------------------------------------------------------------- bundled scenarios
 
+def _required_keys(section: str | None = None):
+    """Dotted patterns of required keys whose every enclosing table is required too, optionally
+    only those under one top-level section (optional sections are checked where they appear)."""
+    for pattern, node in schema.describe_keys():
+        if not isinstance(node, schema.Key) or not node.required or "<" in pattern \
+                or "[]" in pattern:
+            continue
+        parts = pattern.split(".")
+        if section is not None and parts[0] != section:
+            continue
+        ancestors = [schema.schema_node_at(parts[:i]) for i in range(1, len(parts))]
+        skip_from = 1 if section is not None else 0   # the section itself may be optional
+        if all(getattr(a, "required", True) for a in ancestors[skip_from:]):
+            yield pattern
+
+
 def test_default_scenario_supplies_every_required_key_itself():
     # default.toml extends nothing, so loading it proves it holds every default.
     doc = tomllib.loads((BUNDLED / "default.toml").read_text(encoding="utf-8"))
     assert "extends" not in doc
     scenario = load_scenario("default")
     assert scenario.chain == (BUNDLED / "default.toml",)
-    for pattern, node in schema.describe_keys():
-        if isinstance(node, schema.Key) and node.required and "<" not in pattern \
-                and pattern.split(".")[0] != "cells":
+    for pattern in _required_keys():
+        if pattern.split(".")[0] != "cells":
             scenario.get(pattern)  # raises if absent
+
+
+def test_bundled_scenarios_with_an_optional_section_supply_all_its_keys():
+    """A topic's section (leukemia, megakaryocytes, pk, blood ...) is optional, but a scenario
+    that has it must hold every required key inside it (from the topic's base file)."""
+    optional = [name for name, node in schema.SCHEMA.entries.items()
+                if not getattr(node, "required", True) and isinstance(node, schema.Table)]
+    seen = set()
+    for info in list_scenarios():
+        scenario = load_scenario(info.name)
+        for section in optional:
+            if section in scenario.data:
+                seen.add(section)
+                for pattern in _required_keys(section):
+                    scenario.get(pattern)
+    assert seen, "no bundled scenario uses an optional section"
 
 
 def test_default_scenario_has_the_issue_values():
@@ -98,7 +129,8 @@ def test_bundled_metaphysis_extends_default_with_its_generator():
     assert scenario.get("geometry.generator") == "metaphysis"
     assert scenario.get("geometry.dx_um") == 10.0  # inherited
     assert "extends" not in scenario.data
-    assert scenario.description.splitlines()[0] == list_scenarios()[2].description
+    listed = {info.name: info.description for info in list_scenarios()}
+    assert scenario.description.splitlines()[0] == listed["metaphysis"]
 
 
 def test_image_example_loads_when_its_image_exists(tmp_path):
@@ -404,11 +436,11 @@ def test_an_array_of_tables_needs_only_a_schema_entry(tmp_path, monkeypatch):
     rule = schema.Table("A rule.", {
         "signal": schema.Key("choice", "Signal.", choices=("opn", "tgfb")),
         "half_max": schema.Key("float", "Half-max.", min=0.0, min_open=True)})
-    monkeypatch.setitem(schema.SCHEMA.entries, "rules",
+    monkeypatch.setitem(schema.SCHEMA.entries, "probes",
                         schema.ArrayOf("Rules.", rule, required=False))
-    path = write(tmp_path / "s.toml", 'extends = "default"\n[[rules]]\nsignal = "opn"\n'
-                 "half_max = 1\n[[rules]]\nsignal = \"opm\"\nhalf_max = 2\n")
+    path = write(tmp_path / "s.toml", 'extends = "default"\n[[probes]]\nsignal = "opn"\n'
+                 "half_max = 1\n[[probes]]\nsignal = \"opm\"\nhalf_max = 2\n")
     error = raises_scenario_error(str(path))
-    assert (error.key, error.suggestion) == ("rules[1].signal", "opn")
+    assert (error.key, error.suggestion) == ("probes[1].signal", "opn")
     path.write_text(path.read_text().replace('"opm"', '"tgfb"'))
-    assert load_scenario(str(path)).get("rules")[1] == {"signal": "tgfb", "half_max": 2.0}
+    assert load_scenario(str(path)).get("probes")[1] == {"signal": "tgfb", "half_max": 2.0}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from marrow_abm.cells import KINDS, CellTable
-from marrow_abm.geometry import BONE, MARROW, SINUSOID, Geometry
+from marrow_abm.geometry import BONE, SINUSOID, Geometry
 from marrow_abm.model import MarrowModel
 from marrow_abm.viz import render
 from marrow_abm.viz.inspect import describe_voxel

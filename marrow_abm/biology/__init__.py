@@ -8,8 +8,15 @@ modules at the place MODEL.md gives them.
 """
 
 from .base import BiologyModule
+from .blood import BloodModule
+from .leukemia import LeukemiaModule
+from .megakaryocytes import MegakaryocyteModule
 from .niche import NicheModule
+from .niche_dynamics import NicheDynamicsModule
+from .pk import PKModule
 
-MODULES: tuple[type[BiologyModule], ...] = (NicheModule,)
+MODULES: tuple[type[BiologyModule], ...] = (NicheModule, NicheDynamicsModule, LeukemiaModule,
+                                         MegakaryocyteModule, PKModule, BloodModule)
 
-__all__ = ["MODULES", "BiologyModule", "NicheModule"]
+__all__ = ["MODULES", "BiologyModule", "BloodModule", "LeukemiaModule", "MegakaryocyteModule",
+           "NicheDynamicsModule", "NicheModule", "PKModule"]

@@ -26,11 +26,13 @@ class BiologyModule:
     """
 
     name = "base"
+    #: Top-level scenario section that switches the module on (None: always on).
+    section: str | None = None
 
     @classmethod
     def applies(cls, scenario: Scenario) -> bool:
-        """Whether this scenario uses the module (default: always)."""
-        return True
+        """Whether this scenario uses the module: it has the module's ``section``."""
+        return cls.section is None or cls.section in scenario.data
 
     def __init__(self, engine: Engine):
         self.engine = engine

@@ -50,6 +50,24 @@ class ClaimResult:
     notes: str = ""
 
 
+def _one_numba_thread() -> None:
+    # One numba thread per worker: spinning numba threads slow each other down
+    # (docs/performance.md).
+    import numba
+
+    numba.set_num_threads(1)
+
+
+def process_pool(workers: int):
+    """A process pool for replicate runs: spawn, not fork (the parent may hold numba, Dask or
+    browser threads, and fork after threads can deadlock), one numba thread per worker."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_numba_thread)
+
+
 def topics() -> list[str]:
     """Topic modules present in this package, in name order."""
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))

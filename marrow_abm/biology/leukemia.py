@@ -1,0 +1,342 @@
+"""Leukemia stem cells (L-GMP) and blasts: Ki67 cycle state, adhesion to BLC, TGF-β1 secretion,
+division into neighbouring voxels, migration up the OPN gradient, death (MODEL.md section 3 and
+hypotheses 1, 2, 3, 6; Nguyen, Yao, Arai et al., Leukemia 2025, seed 000; Krivtsov 2006 Nature
+for the L-GMP).
+
+Every rate is a rule behaviour (``marrow_abm.rules``) of the cell's signals; nothing here looks
+at a zone to decide dormancy: the endosteal G0 enrichment has to emerge from where BLC, OPN and
+the MSC mitogen are. Per step:
+
+- ``pk``: plasma cytarabine averaged over the step (``interventions.cytarabine_step_mean``);
+- ``secrete``: each leukemic cell adds its rule-given TGF-β1 secretion (× (1 − block));
+- ``rules``: signals -> behaviours; bound cells let go (detachment, or no BLC beside them),
+  unbound cells touching a BLC bind (adhesion × (1 − OPN-receptor block));
+- ``cycle``: death (any phase, plus S-phase-specific death in S-G2-M), then G0/G1/S-G2-M
+  transitions and division into a free neighbouring voxel (normal tissue is displaced); an
+  LSC division gives two LSC with ``p_symmetric_self_renewal``, else an LSC and a blast; a
+  blast with no divisions left differentiates and leaves instead of dividing;
+- ``move``: unbound cells step into free neighbours, up the OPN gradient with probability
+  ``chemotaxis_opn``.
+
+Interventions acting here: ``tgfb_secretion_block``, ``opn_receptor_block`` (OPN signal,
+adhesion and chemotaxis scaled by 1 − inhibition), ``transwell`` (no BLC contact: contact
+signals 0, no binding). ``chemo`` acts through the ``cytarabine`` signal of the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..cells import KINDS
+from ..geometry import MARROW
+from ..kernels.leukemia import G0, G1, SG2M, cycle_transitions, move_cells, place_daughters
+from ..rules import scenario_rules
+from . import aml_signals as S
+from . import interventions as iv
+from .base import BiologyModule
+
+LEUKEMIC_KINDS = ("lsc", "blast")
+
+
+def _p(rate_per_h: np.ndarray, dt_h: float) -> np.ndarray:
+    """Per-step probability of an event with hazard ``rate_per_h`` (MODEL.md §5)."""
+    return 1.0 - np.exp(-np.asarray(rate_per_h) * dt_h)
+
+
+class LeukemiaModule(BiologyModule):
+    """LSC and blasts on the lattice, their rules, cycle, division, movement and metrics."""
+
+    name = "leukemia"
+    section = "leukemia"
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.rules = scenario_rules(engine.scenario)
+        cells = engine.cells
+        cells.add_column("phase", np.int8, fill=G1)
+        cells.add_column("bound", np.bool_, fill=False)
+        cells.add_column("divisions_left", np.int16, fill=0)
+        cells.add_column("tgfb_secretion_per_h", np.float64, fill=0.0)
+        self._beh: dict[str, dict[str, np.ndarray]] = {}
+        engine.cytarabine_mg_per_l = 0.0
+        self._place()
+
+    def _place(self) -> None:
+        """Transplanted LSC and blasts home to uniformly chosen free marrow voxels, in G1."""
+        eng = self.engine
+        lk = eng.scenario.data["leukemia"]
+        free = np.flatnonzero(S.free_map(eng))
+        n_lsc, n_blast = int(lk["n_lsc_initial"]), int(lk["n_blast_initial"])
+        n = min(n_lsc + n_blast, free.size)
+        rng = eng.streams["placement.leukemia"]
+        chosen = rng.choice(free, size=n, replace=False) if n else free[:0]
+        lsc_b = self.rules.bases["lsc"]["tgfb_secretion_per_h"]
+        blast_b = self.rules.bases["blast"]["tgfb_secretion_per_h"]
+        eng.cells.add("lsc", np.sort(chosen[:min(n_lsc, n)]), time_h=eng.time_h, phase=G1,
+                      tgfb_secretion_per_h=lsc_b)
+        eng.cells.add("blast", np.sort(chosen[min(n_lsc, n):]), time_h=eng.time_h, phase=G1,
+                      divisions_left=int(lk["blast_divisions"]), tgfb_secretion_per_h=blast_b)
+
+    # -- phases --------------------------------------------------------------------------------
+    def phase_handlers(self) -> dict[str, Callable[[], None]]:
+        return {"pk": self.pk, "secrete": self.secrete, "rules": self.apply_rules,
+                "cycle": self.cycle, "move": self.move}
+
+    def pk(self) -> None:
+        eng = self.engine
+        eng.cytarabine_mg_per_l = iv.cytarabine_step_mean_mg_per_l(eng.scenario.data, eng.time_h,
+                                                                   eng.dt_h)
+
+    def secrete(self) -> None:
+        eng = self.engine
+        cells = eng.cells
+        factor = 1.0 - iv.strength(eng.scenario.data, "tgfb_secretion_block", eng.time_h)
+        rows = self._leukemic_rows()
+        eng.sources["tgfb"].ravel()[cells["voxel"][rows]] += cells["tgfb_secretion_per_h"][rows] * factor
+
+    def _leukemic_rows(self) -> np.ndarray:
+        cells = self.engine.cells
+        k = cells["kind"]
+        return np.flatnonzero(((k == KINDS["lsc"]) | (k == KINDS["blast"])) & cells["alive"])
+
+    def signals(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every signal a leukemic cell of ``kind`` can sense, for the given rows."""
+        eng = self.engine
+        data, t = eng.scenario.data, eng.time_h
+        cells = eng.cells
+        vox = cells["voxel"][rows]
+        block = iv.strength(data, "opn_receptor_block", t)
+        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names}
+        sig["opn"] = sig["opn"] * (1.0 - block)      # the receptor is how OPN is sensed
+        nb, nm, nl = S.census(eng, rows)
+        if iv.active(data, "transwell", t) is not None:
+            nb = np.zeros_like(nb)
+        sig["contact_blc"], sig["contact_msc"] = nb, nm
+        sig["leukemic_density"] = nl / 8.0
+        sig["bound"] = cells["bound"][rows].astype(np.float64)
+        sig["burden"] = np.full(rows.size, S.burden(eng))
+        for z, m in S.zone_maps(eng).items():
+            sig[z] = m[vox]
+        sig["cytarabine"] = np.full(rows.size, eng.cytarabine_mg_per_l)
+        return sig
+
+    def apply_rules(self) -> None:
+        """Behaviours of every LSC and blast; adhesion and detachment; TGF-β1 secretion."""
+        eng = self.engine
+        data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
+        cells = eng.cells
+        rng = eng.streams["leukemia.adhesion"]
+        block = iv.strength(data, "opn_receptor_block", t)
+        for kind in LEUKEMIC_KINDS:
+            rows = cells.rows_of(kind)
+            sig = self.signals(kind, rows)
+            beh = {b: self.rules.evaluate(kind, b, sig, rows.size)
+                   for b in self.rules.bases[kind]}
+            beh["rows"] = rows
+            self._beh[kind] = beh
+            # The secretion block acts when secreting, so the column stays the cell's behaviour.
+            cells["tgfb_secretion_per_h"][rows] = beh["tgfb_secretion_per_h"]
+            # Adhesion to BLC (MODEL.md hypothesis 2): needs a BLC beside the cell.
+            touching = sig["contact_blc"] > 0
+            bound = cells["bound"][rows]
+            u = rng.random(rows.size)
+            let_go = bound & (~touching | (u < _p(beh["detachment_per_h"], dt)))
+            bind = ~bound & touching & (u < _p(beh["adhesion_per_h"] * (1.0 - block), dt))
+            bound = (bound & ~let_go) | bind
+            cells["bound"][rows] = bound
+
+    def cycle(self) -> None:
+        """Death, cycle transitions and division into free neighbouring voxels."""
+        eng = self.engine
+        cells = eng.cells
+        lk = eng.scenario.data["leukemia"]
+        dt = eng.dt_h
+        ny, nx = eng.geometry.labels.shape
+        new_lsc: list[np.ndarray] = []
+        new_blast: list[tuple[np.ndarray, np.ndarray]] = []
+        free = S.free_map(eng)
+        for kind in LEUKEMIC_KINDS:
+            beh = self._beh.get(kind)
+            if beh is None or beh["rows"].size == 0:
+                continue
+            rows = beh["rows"]
+            rng_d = eng.streams[f"{kind}.death"]
+            rng_c = eng.streams[f"{kind}.cycle"]
+            rng_p = eng.streams[f"{kind}.division"]
+            phase = cells["phase"][rows]
+            hazard = beh["death_per_h"] + np.where(phase == SG2M, beh["s_phase_death_per_h"], 0.0)
+            dies = rng_d.random(rows.size) < _p(hazard, dt)
+            cells.kill(rows[dies])
+            free[cells["voxel"][rows[dies]]] = 1
+            keep = ~dies
+            rows = rows[keep]
+            phase = phase[keep]
+            new_phase = np.empty_like(phase)
+            divide = np.empty(rows.size, dtype=np.bool_)
+            cycle_transitions(phase, _p(beh["g0_entry_per_h"][keep], dt),
+                              _p(beh["g0_exit_per_h"][keep], dt),
+                              _p(beh["g1_exit_per_h"][keep], dt),
+                              _p(beh["division_per_h"][keep], dt),
+                              rng_c.random(rows.size), new_phase, divide)
+            cells["phase"][rows] = new_phase
+            drows = rows[divide]
+            if kind == "blast":
+                # A blast with no divisions left differentiates and leaves the marrow.
+                done = cells["divisions_left"][drows] <= 0
+                cells.kill(drows[done])
+                free[cells["voxel"][drows[done]]] = 1
+                drows = drows[~done]
+            if drows.size == 0:
+                continue
+            drows = drows[rng_p.permutation(drows.size)]
+            target = np.empty(drows.size, dtype=np.int64)
+            place_daughters(cells["voxel"][drows], free, nx, ny, int(lk["division_radius_voxels"]),
+                            rng_p.random(drows.size), target)
+            ok = target >= 0
+            # No room: stay in S-G2-M and try again next step (contact inhibition).
+            cells["phase"][drows[~ok]] = SG2M
+            drows, target = drows[ok], target[ok]
+            if kind == "lsc":
+                sym = rng_p.random(drows.size) < lk["p_symmetric_self_renewal"]
+                new_lsc.append(target[sym])
+                new_blast.append((target[~sym], np.full((~sym).sum(), lk["blast_divisions"])))
+            else:
+                left = cells["divisions_left"][drows] - 1
+                cells["divisions_left"][drows] = left
+                new_blast.append((target, left))
+        t = eng.time_h
+        if new_lsc:
+            vox = np.concatenate(new_lsc)
+            cells.add("lsc", vox, time_h=t, phase=G1,
+                      tgfb_secretion_per_h=self.rules.bases["lsc"]["tgfb_secretion_per_h"])
+        if new_blast:
+            vox = np.concatenate([v for v, _ in new_blast])
+            left = np.concatenate([d for _, d in new_blast]).astype(np.int16)
+            cells.add("blast", vox, time_h=t, phase=G1, divisions_left=left,
+                      tgfb_secretion_per_h=self.rules.bases["blast"]["tgfb_secretion_per_h"])
+
+    def move(self) -> None:
+        """Unbound leukemic cells step into free neighbouring voxels (OPN chemotaxis)."""
+        eng = self.engine
+        data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
+        cells = eng.cells
+        block = iv.strength(data, "opn_receptor_block", t)
+        rng = eng.streams["leukemia.move"]
+        rows_all, wants_all, chemo_all = [], [], []
+        for kind in LEUKEMIC_KINDS:
+            beh = self._beh.get(kind)
+            if beh is None or beh["rows"].size == 0:
+                continue
+            rows = beh["rows"]
+            live = cells["alive"][rows]
+            rows = rows[live]
+            u = rng.random((2, rows.size))
+            wants = ~cells["bound"][rows] & (u[0] < _p(beh["migration_per_h"][live], dt))
+            chemo = u[1] < beh["chemotaxis_opn"][live] * (1.0 - block)
+            rows_all.append(rows[wants])
+            wants_all.append(np.ones(int(wants.sum()), dtype=np.bool_))
+            chemo_all.append(chemo[wants])
+        if not rows_all:
+            return
+        rows = np.concatenate(rows_all)
+        if rows.size == 0:
+            return
+        order = rng.permutation(rows.size)
+        rows = rows[order]
+        wants = np.concatenate(wants_all)[order]
+        chemo = np.concatenate(chemo_all)[order]
+        ny, nx = eng.geometry.labels.shape
+        opn = np.ascontiguousarray(eng.fields.values["opn"].ravel(), dtype=np.float64)
+        new = np.empty(rows.size, dtype=np.int64)
+        move_cells(cells["voxel"][rows], wants, chemo, opn, S.free_map(eng), nx, ny,
+                   rng.random(rows.size), new)
+        old = cells["voxel"][rows]
+        cells.occupant[old] = -1
+        cells["voxel"][rows] = new
+        cells.occupant[new] = rows
+
+    # -- observation ---------------------------------------------------------------------------
+    def snapshot(self) -> pd.DataFrame:
+        """One row per living leukemic cell: kind, phase, G0 flag, BLC contact, bound, local
+        OPN and TGF-β1, distance to bone (µm), zone, voxel (for the claims' spatial tests)."""
+        eng = self.engine
+        cells = eng.cells
+        rows = self._leukemic_rows()
+        vox = cells["voxel"][rows]
+        nb, _, _ = S.census(eng, rows)
+        zone = eng.geometry.radial_zone.ravel()[vox]
+        return pd.DataFrame({
+            "kind": np.where(cells["kind"][rows] == KINDS["lsc"], "lsc", "blast"),
+            "phase": cells["phase"][rows],
+            "g0": cells["phase"][rows] == G0,
+            "n_blc_neighbours": nb,
+            "bound": cells["bound"][rows],
+            "opn_at": eng.fields.values["opn"].ravel()[vox],
+            "tgfb_at": eng.fields.values["tgfb"].ravel()[vox],
+            "tgfb_secretion_per_h": cells["tgfb_secretion_per_h"][rows],
+            "dist_bone_um": eng.geometry.dist_bone_um.ravel()[vox],
+            "zone": np.array(["endosteal", "intermediate", "central"])[zone],
+            "voxel": vox,
+        })
+
+    def metrics(self) -> dict[str, Callable[[], np.ndarray]]:
+        eng = self.engine
+        z = eng.zones
+        lsc, blast = KINDS["lsc"], KINDS["blast"]
+
+        def select(codes, g0_only=False):
+            cells = eng.cells
+            m = np.isin(cells["kind"], codes) & cells["alive"]
+            if g0_only:
+                m &= cells["phase"] == G0
+            return np.flatnonzero(m)
+
+        def count(codes, g0_only=False):
+            return lambda: z.count(eng.cells["voxel"][select(codes, g0_only)])
+
+        def frac_g0(codes):
+            def f():
+                rows = select(codes)
+                return z.cell_mean(eng.cells["voxel"][rows], eng.cells["phase"][rows] == G0)
+            return f
+
+        def touching_blc():
+            rows = select((lsc, blast), g0_only=True)
+            nb, _, _ = S.census(eng, rows)
+            return z.cell_mean(eng.cells["voxel"][rows], nb > 0)
+
+        def lsc_mean(col):
+            def f():
+                rows = select((lsc,))
+                return z.cell_mean(eng.cells["voxel"][rows], eng.cells[col][rows])
+            return f
+
+        def burden():
+            return z.count(eng.cells["voxel"][select((lsc, blast))]) / z.size()
+
+        def frac_normal():
+            free = S.free_map(eng).astype(bool)
+            marrow = np.flatnonzero(eng.geometry.labels.ravel() == MARROW)
+            return z.count(marrow[free[marrow]]) / z.size()
+
+        return {
+            "n_lsc": count((lsc,)), "n_lsc_g0": count((lsc,), True), "frac_lsc_g0": frac_g0((lsc,)),
+            "n_blast": count((blast,)), "n_leukemic": count((lsc, blast)),
+            "frac_leukemic_g0": frac_g0((lsc, blast)),
+            "frac_g0_leukemic_touching_blc": touching_blc,
+            "frac_lsc_bound": lsc_mean("bound"),
+            "mean_lsc_tgfb_secretion": lsc_mean("tgfb_secretion_per_h"),
+            "burden": burden, "frac_normal": frac_normal,
+            "cytarabine_mg_per_l": lambda: np.full(len(z.names), eng.cytarabine_mg_per_l),
+        }
+
+
+def find_module(engine, cls):
+    """The engine's instance of a module class, or None."""
+    return next((m for m in engine.modules if isinstance(m, cls)), None)
+
+
+__all__ = ["LeukemiaModule", "LEUKEMIC_KINDS", "find_module"]

@@ -1,0 +1,539 @@
+"""Claims A1–A7 of MODEL.md section 9 (seed 000, AML niche) as statistical tests over replicates.
+
+Every claim is validation: the scenario inputs were calibrated only on cycle time, time to a
+leukemic marrow and the G0 fraction away from the niche (``scenarios/aml_progression.toml``).
+``run(out_dir, quick=...)`` simulates the bundled ``aml_*`` scenarios (quick: a 250 µm-radius
+section and few replicates, as in ``tests/test_claims_aml.py``; full: the default femur section
+and more replicates), tests each claim, draws the figures and returns one ``ClaimResult`` each.
+Replicate *i* of every scenario shares its random streams (paired comparisons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import ClaimResult, process_pool
+
+TOPIC = "aml"
+TITLE = "AML niche (seed 000): claims A1–A7"
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one claims run."""
+
+    overrides: tuple[str, ...]
+    replicates: int
+    days: float          # niche-phase runs (A1, A2, A5, A6)
+    progression_days: float
+    chemo_start_day: float
+    chemo_days: float    # total length of chemotherapy runs
+    a6_scenarios: tuple[str, ...]   # the broken links tested in A6
+    chemo_replicates: int   # A7 pairs
+    dose_replicates: int    # per TGF-β1 dose (A4 dose-response, BLC only: little noise)
+
+
+# The four links MODEL.md names for A6 (ligand secretion, receptor on BLC, OPN, OPN receptor);
+# the full run adds TGF-β1 neutralisation, which the quick run tests through A7 only.
+A6_LINKS = ("aml_tgfb_secretion_block", "aml_tgfbr2_inhibition", "aml_opn_inhibition",
+            "aml_opn_receptor_block")
+A6_SCENARIOS = A6_LINKS[:1] + ("aml_tgfb_blockade",) + A6_LINKS[1:]
+
+QUICK = Plan(("geometry.marrow_radius_um=250", "geometry.cortex_thickness_um=60",
+              "run.record_every_h=24"), replicates=6, days=10.0, progression_days=16.0,
+             chemo_start_day=10.0, chemo_days=20.0, a6_scenarios=A6_LINKS,
+             chemo_replicates=6, dose_replicates=2)
+FULL = Plan(("run.record_every_h=24",), replicates=8, days=14.0, progression_days=28.0,
+            chemo_start_day=14.0, chemo_days=35.0, a6_scenarios=A6_SCENARIOS,
+            chemo_replicates=10, dose_replicates=3)
+
+
+def simulate(name: str, overrides: tuple[str, ...], replicate: int, days: float,
+             snapshot_days: tuple[float, ...] = ()) -> tuple[pd.DataFrame, dict[float, pd.DataFrame]]:
+    """Run one replicate of a bundled scenario; return its records and leukemic-cell snapshots.
+
+    Args:
+        name: scenario name.
+        overrides: ``--set`` strings.
+        replicate: replicate index (seed = the scenario's).
+        days: simulated days.
+        snapshot_days: days at which to take ``LeukemiaModule.snapshot()``.
+    """
+    import numba
+
+    numba.set_num_threads(1)   # one numba thread per worker: spinning threads starve others
+    from ..biology.leukemia import LeukemiaModule, find_module
+    from ..engine import Engine
+    from ..scenario import load_scenario
+
+    eng = Engine(load_scenario(name, list(overrides)), replicate=replicate)
+    leuk = find_module(eng, LeukemiaModule)
+    snaps: dict[float, pd.DataFrame] = {}
+    total = eng.n_steps_for(days)
+    want = {eng.n_steps_for(d): d for d in snapshot_days}
+    for i in range(1, total + 1):
+        eng.step()
+        if i in want:
+            snaps[want[i]] = leuk.snapshot()
+    return eng.records(), snaps
+
+
+def fork(engine, scenario):
+    """An independent copy of a running engine that continues under another scenario.
+
+    The copy keeps the tissue, fields, random-stream states and records so far; interventions
+    are read from ``scenario`` from the next step on (every AML module reads them at each step).
+    Used to split one untreated leukemia into treatment arms at the same moment, as a mouse
+    cohort is split: the arms stay paired and the shared history is simulated once.
+
+    Args:
+        engine: the running ``Engine``.
+        scenario: the scenario the copy continues under (same tissue and rules; other
+            interventions).
+    """
+    import copy
+
+    from ..record import Recorder
+
+    new = copy.deepcopy(engine)
+    new.scenario = scenario
+    extra: dict = {}
+    for module in new.modules:
+        extra.update(module.metrics())
+    # Metric closures capture their engine, so the copied recorder still reads the original one:
+    # rebuild it on the copy and carry the records over.
+    recorder = Recorder(new, extra)
+    recorder._rows, recorder._times = new.recorder._rows, new.recorder._times
+    new.recorder = recorder
+    return new
+
+
+def simulate_arms(base: str, arms: tuple[tuple[str, tuple[str, ...]], ...], overrides: tuple[str, ...],
+                  replicate: int, fork_day: float, days: float,
+                  snapshot_days: tuple[float, ...] = ()) -> list:
+    """Run ``base`` to ``fork_day``, then each arm (scenario name, extra overrides) to ``days``.
+
+    Returns one ``(records, snapshots)`` per arm, as ``simulate``.
+    """
+    import numba
+
+    numba.set_num_threads(1)
+    from ..biology.leukemia import LeukemiaModule, find_module
+    from ..engine import Engine
+    from ..scenario import load_scenario
+
+    eng = Engine(load_scenario(base, list(overrides)), replicate=replicate)
+    for _ in range(eng.n_steps_for(fork_day)):
+        eng.step()
+    out = []
+    for name, extra in arms:
+        arm = fork(eng, load_scenario(name, list(overrides + extra)))
+        leuk = find_module(arm, LeukemiaModule)
+        want = {arm.n_steps_for(d): d for d in snapshot_days}
+        snaps: dict[float, pd.DataFrame] = {}
+        for i in range(arm.step_index + 1, arm.n_steps_for(days) + 1):
+            arm.step()
+            if i in want:
+                snaps[want[i]] = leuk.snapshot()
+        out.append((arm.records(), snaps))
+    return out
+
+
+def _run_many(jobs: list[tuple], workers: int) -> list:
+    if workers <= 1:
+        return [_star(j) for j in jobs]
+    with process_pool(workers) as ex:
+        return list(ex.map(_star, jobs))
+
+
+def _star(job):
+    if job[0] == "arms":
+        return simulate_arms(*job[1:])
+    return simulate(*job)
+
+
+def _at(df: pd.DataFrame, zone: str, col: str, day: float, window_days: float = 2.0) -> float:
+    """Mean of a metric over the records within ``window_days`` up to ``day`` in one zone."""
+    d = df[(df.zone == zone) & (df.time_h <= day * 24 + 1e-9)
+           & (df.time_h >= (day - window_days) * 24 - 1e-9)]
+    return float(np.nanmean(d[col].to_numpy(dtype=float))) if len(d) else float("nan")
+
+
+def _wilcoxon_greater(a, b) -> float:
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[np.isfinite(d)]
+    if d.size == 0 or np.all(d == 0):
+        return 1.0
+    return float(stats.wilcoxon(d, alternative="greater").pvalue)
+
+
+def _mwu_greater(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return 1.0
+    return float(stats.mannwhitneyu(a, b, alternative="greater").pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def run(out_dir: Path, *, quick: bool = False, workers: int = 1) -> list[ClaimResult]:
+    """Simulate, test A1–A7, write figures into ``out_dir``; one ClaimResult per claim."""
+    plan = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = max(1, int(workers))
+    reps = range(plan.replicates)
+    ov = plan.overrides
+    chemo_ov = ov + (f"interventions.chemo.start_day={plan.chemo_start_day}",
+                     f"interventions.chemo.stop_day={plan.chemo_start_day + 5}")
+    comb_ov = chemo_ov + (f"interventions.tgfb_neutralisation.start_day={plan.chemo_start_day - 3}",
+                          f"interventions.tgfb_neutralisation.stop_day={plan.chemo_start_day + 5}")
+    doses = (0.0, 0.1, 0.3, 1.0, 3.0)
+    dose_ov = ov + ("leukemia.n_lsc_initial=0",
+                    "interventions.tgfb_supplement.start_day=0",
+                    "interventions.tgfb_supplement.stop_day=100")
+    jobs: list[tuple] = []
+    keys: list[tuple] = []
+
+    def add(key, *job):
+        keys.append(key)
+        jobs.append(job)
+
+    for r in reps:
+        add(("prog", r), "aml_progression", ov, r, plan.progression_days, (plan.days,))
+        for name in ("aml_transwell", "aml_no_blc", *plan.a6_scenarios):
+            add((name, r), name, ov, r, plan.days, ())
+    # Both chemotherapy arms split from one untreated leukemia when the first treatment starts.
+    arms = (("aml_chemo", chemo_ov[len(ov):]), ("aml_chemo_plus_tgfb_blockade", comb_ov[len(ov):]))
+    for r in range(plan.chemo_replicates):
+        add(("arms", r), "arms", "aml_progression", arms, ov, r, plan.chemo_start_day - 3,
+            plan.chemo_days, (plan.chemo_start_day, plan.chemo_start_day + 5))
+    for dose in doses:
+        for r in range(plan.dose_replicates):
+            add(("dose", dose, r), "aml_progression",
+                dose_ov + (f"interventions.tgfb_supplement.source_per_h={dose}",), r, 4.0, ())
+    results = dict(zip(keys, _run_many(jobs, workers)))
+    for r in range(plan.chemo_replicates):
+        results[("chemo", r)], results[("combo", r)] = results.pop(("arms", r))
+    prog = {r: results[("prog", r)] for r in reps}
+    out = [
+        _a1(prog, plan), _a2(prog, plan), _a3(prog, plan, out_dir), _a4(prog, plan, results, doses),
+        _a5(prog, results, plan, out_dir), _a6(prog, results, plan, out_dir),
+        _a7(results, plan, out_dir),
+    ]
+    _figure_g0(prog, out_dir, out[0])
+    _figure_distance(prog, plan, out_dir, out[1])
+    return out
+
+
+def _a1(prog, plan) -> ClaimResult:
+    endo = [_at(prog[r][0], "endosteal", "frac_lsc_g0", plan.days) for r in prog]
+    cent = [_at(prog[r][0], "central", "frac_lsc_g0", plan.days) for r in prog]
+    p = _wilcoxon_greater(endo, cent)
+    return ClaimResult(
+        "A1", "G0 fraction of LSC is higher in the endosteal than in the central zone",
+        p < ALPHA, f"one-sided Wilcoxon signed-rank, endosteal vs central G0 fraction of LSC at "
+        f"day {plan.days:g} (mean of the last 2 days), paired over {len(endo)} replicates, "
+        f"p < {ALPHA}",
+        {"mean_g0_endosteal": float(np.mean(endo)), "mean_g0_central": float(np.nanmean(cent)),
+         "p_value": p, "n_replicates": len(endo)},
+        notes="Validation: no rule mentions a zone; dormancy follows BLC adhesion.")
+
+
+def _a2(prog, plan) -> ClaimResult:
+    rng = np.random.default_rng(0)
+    obs, perm_stats, opn_g0, opn_cyc, sparse_cycling = 0.0, np.zeros(2000), [], [], []
+    for r in prog:
+        snap = prog[r][1][plan.days]
+        touch = (snap["n_blc_neighbours"] > 0).to_numpy()
+        g0 = snap["g0"].to_numpy()
+        obs += touch[g0].sum()
+        for k in range(perm_stats.size):
+            perm_stats[k] += touch[rng.permutation(g0)].sum()
+        opn_g0 += list(snap["opn_at"][g0])
+        opn_cyc += list(snap["opn_at"][~g0])
+        sparse = ~touch
+        sparse_cycling.append(float(np.mean(~g0[sparse])) if sparse.any() else np.nan)
+    p_perm = float((1 + np.sum(perm_stats >= obs)) / (1 + perm_stats.size))
+    p_opn = _mwu_greater(opn_g0, opn_cyc)
+    frac_cyc = float(np.nanmean(sparse_cycling))
+    ok = p_perm < 0.01 and p_opn < 0.01 and frac_cyc > 0.5
+    return ClaimResult(
+        "A2", "G0 leukemic cells touch BLC more than chance and sit at higher OPN; where BLC "
+        "are sparse cycling cells dominate", ok,
+        "permutation of G0 labels within replicates (2000 permutations) for BLC contact, "
+        "p < 0.01; one-sided Mann–Whitney U of local OPN, G0 vs cycling, p < 0.01; cycling "
+        "fraction of cells with no BLC neighbour > 0.5",
+        {"g0_touching_blc_observed": obs, "g0_touching_blc_expected": float(perm_stats.mean()),
+         "p_permutation": p_perm, "median_opn_g0": float(np.median(opn_g0)) if opn_g0 else np.nan,
+         "median_opn_cycling": float(np.median(opn_cyc)), "p_opn": p_opn,
+         "frac_cycling_without_blc": frac_cyc})
+
+
+def _a3(prog, plan, out_dir) -> ClaimResult:
+    rho, msc_up, blc_down = [], [], []
+    for r in prog:
+        df = prog[r][0]
+        e = df[(df.zone == "endosteal") & (df.time_h >= 7 * 24)]
+        a = df[df.zone == "all"]
+        rho.append(stats.spearmanr(e["n_blc"], e["frac_lsc_g0"], nan_policy="omit").statistic)
+        msc_up.append(a["n_msc"].iloc[-1] > a["n_msc"].iloc[0])
+        blc_down.append(a["n_blc"].iloc[-1] < a["n_blc"].iloc[0])
+    rho = np.asarray(rho, float)
+    p = _wilcoxon_greater(rho, np.zeros_like(rho))
+    ok = p < ALPHA and all(msc_up) and all(blc_down)
+    fig = out_dir / "aml_a3_niche_counts.png"
+    _plot_lines(prog, {"n_blc": "BLC (Alcam+)", "n_msc": "MSC (CD51+CD140a+)"}, "all", fig,
+                "BLC and MSC over progression")
+    return ClaimResult(
+        "A3", "With progression MSC rise, BLC fall, and endosteal G0 falls with BLC", ok,
+        "MSC up and BLC down from start to end in every replicate; per-replicate Spearman "
+        "correlation of endosteal BLC count with endosteal LSC G0 fraction (from day 7) > 0 by "
+        f"one-sided Wilcoxon signed-rank, p < {ALPHA}",
+        {"median_spearman_rho": float(np.nanmedian(rho)), "p_value": p,
+         "replicates_msc_up": int(sum(msc_up)), "replicates_blc_down": int(sum(blc_down)),
+         "n_replicates": len(rho)}, [fig])
+
+
+def _a4(prog, plan, results, doses) -> ClaimResult:
+    d = plan.days
+    sec_e = [_at(prog[r][0], "endosteal", "mean_lsc_tgfb_secretion", d) for r in prog]
+    sec_c = [_at(prog[r][0], "central", "mean_lsc_tgfb_secretion", d) for r in prog]
+    p_sec = _wilcoxon_greater(sec_e, sec_c)
+    late = plan.progression_days
+    pv = {}
+    for col in ("mean_blc_tgfbr2", "mean_blc_psmad", "mean_blc_opn_secretion"):
+        pv[col] = _wilcoxon_greater([_at(prog[r][0], "all", col, late) for r in prog],
+                                    [_at(prog[r][0], "all", col, 3.0) for r in prog])
+    dose_x, opn_y, r2_y = [], [], []
+    for key, (df, _) in results.items():
+        if key[0] == "dose":
+            dose_x.append(key[1])
+            opn_y.append(_at(df, "all", "mean_blc_opn_secretion", 4.0, 0.5))
+            r2_y.append(_at(df, "all", "mean_blc_tgfbr2", 4.0, 0.5))
+    means_opn = [np.mean([y for x, y in zip(dose_x, opn_y) if x == dz]) for dz in doses]
+    means_r2 = [np.mean([y for x, y in zip(dose_x, r2_y) if x == dz]) for dz in doses]
+    mono = bool(np.all(np.diff(means_opn) > 0) and np.all(np.diff(means_r2) > 0))
+    ok = p_sec < ALPHA and all(p < ALPHA for p in pv.values()) and mono
+    return ClaimResult(
+        "A4", "Endosteal LSC secrete more TGF-β1; BLC Tgfbr2, pSmad2/3 and OPN rise with "
+        "progression and with TGF-β1 dose", ok,
+        f"one-sided Wilcoxon signed-rank (paired replicates), p < {ALPHA}: endosteal vs central "
+        "LSC TGF-β1 secretion; BLC Tgfbr2, pSmad2/3 and OPN secretion at the end vs day 3; "
+        "dose-response (recombinant TGF-β1, BLC only, 4 days): replicate means strictly "
+        "increasing in dose",
+        {"lsc_tgfb_secretion_endosteal": float(np.nanmean(sec_e)),
+         "lsc_tgfb_secretion_central": float(np.nanmean(sec_c)), "p_secretion": p_sec,
+         **{f"p_rise_{k}": v for k, v in pv.items()},
+         "dose_opn_secretion": ", ".join(f"{x:.3g}" for x in means_opn),
+         "dose_tgfbr2": ", ".join(f"{x:.3g}" for x in means_r2)})
+
+
+def _endo_g0(df, day):
+    return _at(df, "endosteal", "frac_lsc_g0", day)
+
+
+def _a5(prog, results, plan, out_dir) -> ClaimResult:
+    reps = list(prog)
+    ctrl = [_endo_g0(prog[r][0], plan.days) for r in reps]
+    tw = [_endo_g0(results[("aml_transwell", r)][0], plan.days) for r in reps]
+    nob = [_endo_g0(results[("aml_no_blc", r)][0], plan.days) for r in reps]
+    p_loss = _wilcoxon_greater(ctrl, tw)
+    gap = float(np.nanmean(ctrl) - np.nanmean(nob))
+    closeness = abs(float(np.nanmean(tw) - np.nanmean(nob))) / gap if gap > 0 else np.inf
+    ok = p_loss < ALPHA and closeness < 0.25
+    return ClaimResult(
+        "A5", "Transwell (no contact) loses LSC maintenance, close to a no-BLC control", ok,
+        f"one-sided Wilcoxon signed-rank, control vs transwell endosteal LSC G0 fraction at day "
+        f"{plan.days:g}, p < {ALPHA}; |transwell − no-BLC| < 25% of (control − no-BLC)",
+        {"g0_control": float(np.nanmean(ctrl)), "g0_transwell": float(np.nanmean(tw)),
+         "g0_no_blc": float(np.nanmean(nob)), "p_value": p_loss,
+         "closeness_fraction": closeness})
+
+
+def _a6(prog, results, plan, out_dir) -> ClaimResult:
+    reps = list(prog)
+    ctrl_g0 = [_endo_g0(prog[r][0], plan.days) for r in reps]
+    ctrl_b = [_at(prog[r][0], "endosteal", "frac_lsc_bound", plan.days) for r in reps]
+    st, ok = {}, True
+    bars = {"control": (ctrl_g0, ctrl_b)}
+    for name in plan.a6_scenarios:
+        g0 = [_endo_g0(results[(name, r)][0], plan.days) for r in reps]
+        b = [_at(results[(name, r)][0], "endosteal", "frac_lsc_bound", plan.days) for r in reps]
+        pg, pb = _wilcoxon_greater(ctrl_g0, g0), _wilcoxon_greater(ctrl_b, b)
+        short = name.removeprefix("aml_")
+        st[f"{short}_g0"] = float(np.nanmean(g0))
+        st[f"{short}_p_g0"] = pg
+        st[f"{short}_bound"] = float(np.nanmean(b))
+        st[f"{short}_p_bound"] = pb
+        ok &= pg < ALPHA and pb < ALPHA
+        bars[short] = (g0, b)
+    fig = out_dir / "aml_interventions.png"
+    _plot_bars(bars, fig)
+    return ClaimResult(
+        "A6", "Each broken link (TGF-β1 secretion, TGF-β1, Tgfbr2, OPN, OPN receptor) lowers "
+        "endosteal retention and G0 fraction", bool(ok),
+        f"for each intervention, one-sided Wilcoxon signed-rank vs control (paired replicates) "
+        f"of the G0 fraction and of the BLC-bound fraction of endosteal LSC at day "
+        f"{plan.days:g} (mean of the last 2 days), both p < {ALPHA}",
+        {"control_g0": float(np.nanmean(ctrl_g0)), "control_bound": float(np.nanmean(ctrl_b)),
+         **st}, [fig])
+
+
+def _a7(results, plan, out_dir) -> ClaimResult:
+    t0, t1 = plan.chemo_start_day, plan.chemo_start_day + 5
+    reps = [k[1] for k in results if k[0] == "chemo"]
+    g0_before, g0_after, endo_before, endo_after, relapse = [], [], [], [], []
+    lsc_chemo, lsc_combo, end_chemo, end_combo = [], [], [], []
+    for r in reps:
+        df, snaps = results[("chemo", r)]
+        for snap, g0s, endos in ((snaps[t0], g0_before, endo_before),
+                                 (snaps[t1], g0_after, endo_after)):
+            lsc = snap[snap.kind == "lsc"]
+            g0s.append(float(lsc["g0"].mean()) if len(lsc) else np.nan)
+            endos.append(float((lsc["zone"] == "endosteal").mean()) if len(lsc) else np.nan)
+        a = df[df.zone == "all"].set_index("time_h")
+        relapse.append(a["n_leukemic"].iloc[-1] > a.loc[a.index >= t1 * 24, "n_leukemic"].iloc[0])
+        lsc_chemo.append(len(snaps[t1].query("kind == 'lsc'")))
+        end_chemo.append(a["n_leukemic"].iloc[-1])
+        dfc, snc = results[("combo", r)]
+        lsc_combo.append(len(snc[t1].query("kind == 'lsc'")))
+        end_combo.append(dfc[dfc.zone == "all"]["n_leukemic"].iloc[-1])
+    p_g0 = _wilcoxon_greater(g0_after, g0_before)
+    p_endo = _wilcoxon_greater(endo_after, endo_before)
+    p_surv = _wilcoxon_greater(lsc_chemo, lsc_combo)
+    p_relapse = _wilcoxon_greater(end_chemo, end_combo)
+    ok = (p_g0 < ALPHA and p_endo < ALPHA and all(relapse) and p_surv < ALPHA
+          and p_relapse < ALPHA)
+    fig = out_dir / "aml_chemo.png"
+    _plot_chemo(results, fig, t0, t1)
+    return ClaimResult(
+        "A7", "After chemotherapy survivors are enriched for G0 and endosteal LSC and relapse; "
+        "adding a niche blockade leaves fewer survivors and delays relapse", ok,
+        f"one-sided Wilcoxon signed-rank over paired replicates, p < {ALPHA}: LSC G0 fraction "
+        "and endosteal share after vs before chemotherapy; surviving LSC and final leukemic "
+        "count, chemo alone vs chemo + TGF-β1 neutralisation; leukemic cells grow after "
+        "chemotherapy in every replicate",
+        {"lsc_g0_before": float(np.nanmean(g0_before)), "lsc_g0_after": float(np.nanmean(g0_after)),
+         "p_g0": p_g0, "endosteal_share_before": float(np.nanmean(endo_before)),
+         "endosteal_share_after": float(np.nanmean(endo_after)), "p_endosteal": p_endo,
+         "replicates_relapsing": int(sum(relapse)),
+         "surviving_lsc_chemo": float(np.mean(lsc_chemo)),
+         "surviving_lsc_combined": float(np.mean(lsc_combo)), "p_survivors": p_surv,
+         "final_leukemic_chemo": float(np.mean(end_chemo)),
+         "final_leukemic_combined": float(np.mean(end_combo)), "p_relapse": p_relapse},
+        [fig])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(ax, frames, zone, col, label):
+    table = pd.concat([f[f.zone == zone].set_index("time_h")[col].rename(i)
+                       for i, f in enumerate(frames)], axis=1)
+    t = table.index.to_numpy() / 24.0
+    m = table.mean(axis=1).to_numpy()
+    n = table.notna().sum(axis=1).clip(lower=1).to_numpy()
+    half = 1.96 * table.std(axis=1).fillna(0).to_numpy() / np.sqrt(n)
+    ax.plot(t, m, label=label)
+    ax.fill_between(t, m - half, m + half, alpha=0.25)
+
+
+def _figure_g0(prog, out_dir, result) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for zone in ("endosteal", "intermediate", "central"):
+        _band(ax, [prog[r][0] for r in prog], zone, "frac_lsc_g0", zone)
+    ax.set(xlabel="time after transplant (days)", ylabel="G0 (Ki67−) fraction of LSC", title="LSC G0 fraction by zone "
+           "(mean, 95% CI over replicates)")
+    ax.legend()
+    path = out_dir / "aml_g0_by_zone.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    result.figures.append(path)
+
+
+def _figure_distance(prog, plan, out_dir, result) -> None:
+    plt = _plt()
+    snaps = pd.concat([prog[r][1][plan.days] for r in prog])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.arange(0, 400, 10)
+    ax.hist(snaps.loc[snaps.g0, "dist_bone_um"], bins=bins, density=True, alpha=0.6, label="G0")
+    ax.hist(snaps.loc[~snaps.g0, "dist_bone_um"], bins=bins, density=True, alpha=0.6,
+            label="cycling")
+    ax.set(xlabel="distance to bone (µm)", ylabel="probability density (1/µm)", title=f"Leukemic cells at day "
+           f"{plan.days:g}: G0 vs cycling")
+    ax.legend()
+    path = out_dir / "aml_distance_to_bone.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    result.figures.append(path)
+
+
+def _plot_lines(prog, cols, zone, path, title) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for col, label in cols.items():
+        _band(ax, [prog[r][0] for r in prog], zone, col, label)
+    ax.set(xlabel="time after transplant (days)", ylabel="cells in section",
+           title=title + " (mean, 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_bars(bars, path) -> None:
+    plt = _plt()
+    names = list(bars)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for j, label in enumerate(("G0 (Ki67−) fraction of endosteal LSC",
+                               "BLC-bound fraction of endosteal LSC")):
+        vals = [np.asarray(bars[n][j], float) for n in names]
+        means = [np.nanmean(v) for v in vals]
+        half = [1.96 * np.nanstd(v, ddof=1) / np.sqrt(max(np.isfinite(v).sum(), 1)) for v in vals]
+        axes[j].bar(range(len(names)), means, yerr=half, capsize=3,
+                    color=["grey"] + ["C0"] * (len(names) - 1))
+        for i, v in enumerate(vals):
+            axes[j].plot(np.full(v.size, i), v, "k.", ms=3)
+        axes[j].set_xticks(range(len(names)), [n.replace("_", " ") for n in names],
+                           rotation=35, ha="right", fontsize=8)
+        axes[j].set(title=label, ylabel="fraction (mean, 95% CI; dots = replicates)")
+    fig.suptitle("Broken niche links vs untreated control (paired replicates)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_chemo(results, path, t0, t1) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for tag, label in (("chemo", "chemotherapy"), ("combo", "chemo + TGF-β1 neutralisation")):
+        frames = [v[0] for k, v in results.items() if k[0] == tag]
+        _band(ax, frames, "all", "n_lsc", label)
+    ax.axvspan(t0, t1, color="grey", alpha=0.2)
+    ax.set(xlabel="time after transplant (days)", ylabel="LSC in section (log)", yscale="log",
+           title="LSC through chemotherapy (grey: cytarabine; mean, 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

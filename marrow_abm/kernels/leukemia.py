@@ -1,0 +1,263 @@
+"""Lattice kernels of the leukemia niche: neighbour census, cycle transitions, division into a
+neighbouring voxel, movement up the OPN gradient. Each ``@njit`` kernel has a plain-Python/numpy
+``_ref`` twin below it, tested equal.
+
+Conventions: voxels are flat indices into the (ny, nx) lattice; neighbours are the 8 Moore
+neighbours (a 10 µm voxel is one cell, so diagonal cells touch); ``free`` is a uint8 map, 1 on a
+marrow voxel holding no cell agent (normal haematopoietic tissue, MODEL.md section 2). Kernels
+draw no random numbers: the caller passes uniforms drawn beforehand from a named stream, and
+cells that compete for voxels are processed in the order given (the caller shuffles it).
+Cycle phases: 0 = G0 (Ki67-), 1 = G1, 2 = S-G2-M.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+G0, G1, SG2M = 0, 1, 2
+_DY = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)
+_DX = np.array([-1, 0, 1, -1, 1, -1, 0, 1], dtype=np.int64)
+
+
+@njit(cache=True)
+def neighbour_census(voxels, occupant, kind, alive, nx, ny, code_blc, code_msc, code_lsc,
+                     code_blast, out_blc, out_msc, out_leuk):
+    """Count BLC, MSC and leukemic (LSC or blast) cells among each cell's 8 neighbours.
+
+    Args:
+        voxels: (m,) flat voxel of each queried cell.
+        occupant: (ny*nx,) row index of the cell on each voxel, -1 if none.
+        kind, alive: per-row cell kind codes and alive flags of the table.
+        nx, ny: lattice shape.
+        code_*: kind codes.
+        out_blc, out_msc, out_leuk: (m,) float64 counts (0..8), written.
+    """
+    for i in range(voxels.shape[0]):
+        y0 = voxels[i] // nx
+        x0 = voxels[i] % nx
+        nb = 0.0
+        nm = 0.0
+        nl = 0.0
+        for k in range(8):
+            y = y0 + _DY[k]
+            x = x0 + _DX[k]
+            if y < 0 or y >= ny or x < 0 or x >= nx:
+                continue
+            row = occupant[y * nx + x]
+            if row < 0 or not alive[row]:
+                continue
+            c = kind[row]
+            if c == code_blc:
+                nb += 1.0
+            elif c == code_msc:
+                nm += 1.0
+            elif c == code_lsc or c == code_blast:
+                nl += 1.0
+        out_blc[i] = nb
+        out_msc[i] = nm
+        out_leuk[i] = nl
+
+
+def neighbour_census_ref(voxels, occupant, kind, alive, nx, ny, code_blc, code_msc, code_lsc,
+                         code_blast, out_blc, out_msc, out_leuk):
+    """Numpy twin of ``neighbour_census``."""
+    y0, x0 = voxels // nx, voxels % nx
+    out_blc[:] = 0.0
+    out_msc[:] = 0.0
+    out_leuk[:] = 0.0
+    for dy, dx in zip(_DY, _DX):
+        y, x = y0 + dy, x0 + dx
+        ok = (y >= 0) & (y < ny) & (x >= 0) & (x < nx)
+        row = np.full(voxels.shape, -1, dtype=np.int64)
+        row[ok] = occupant[(y * nx + x)[ok]]
+        has = row >= 0
+        has[has] = alive[row[has]]
+        c = np.full(voxels.shape, -1, dtype=np.int64)
+        c[has] = kind[row[has]]
+        out_blc += c == code_blc
+        out_msc += c == code_msc
+        out_leuk += (c == code_lsc) | (c == code_blast)
+
+
+@njit(cache=True)
+def cycle_transitions(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_phase,
+                      out_divide):
+    """One step of the G0 / G1 / S-G2-M Markov cycle (Ki67- = G0).
+
+    G1 cells enter G0 with probability ``p_enter_g0``, else move to S-G2-M with ``p_g1_to_s``
+    (competing events, G0 entry first); G0 cells return to G1 with ``p_exit_g0``; S-G2-M cells
+    finish mitosis with ``p_divide`` (the caller places the daughter; both restart in G1).
+
+    Args:
+        phase: (n,) int8 current phase.
+        p_enter_g0, p_exit_g0, p_g1_to_s, p_divide: (n,) per-step probabilities.
+        u: (n,) uniforms in [0, 1).
+        out_phase: (n,) int8 new phase, written.
+        out_divide: (n,) bool, written True where a cell divides this step.
+    """
+    for i in range(phase.shape[0]):
+        ph = phase[i]
+        out_divide[i] = False
+        if ph == 0:
+            out_phase[i] = 1 if u[i] < p_exit_g0[i] else 0
+        elif ph == 1:
+            if u[i] < p_enter_g0[i]:
+                out_phase[i] = 0
+            elif u[i] < p_enter_g0[i] + (1.0 - p_enter_g0[i]) * p_g1_to_s[i]:
+                out_phase[i] = 2
+            else:
+                out_phase[i] = 1
+        else:
+            if u[i] < p_divide[i]:
+                out_divide[i] = True
+                out_phase[i] = 1
+            else:
+                out_phase[i] = 2
+
+
+def cycle_transitions_ref(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_phase,
+                          out_divide):
+    """Numpy twin of ``cycle_transitions``."""
+    g0, g1, s = phase == 0, phase == 1, phase == 2
+    to_g0 = g1 & (u < p_enter_g0)
+    to_s = g1 & ~to_g0 & (u < p_enter_g0 + (1.0 - p_enter_g0) * p_g1_to_s)
+    wake = g0 & (u < p_exit_g0)
+    div = s & (u < p_divide)
+    out_phase[:] = phase
+    out_phase[to_g0] = 0
+    out_phase[to_s] = 2
+    out_phase[wake] = 1
+    out_phase[div] = 1
+    out_divide[:] = div
+
+
+@njit(cache=True)
+def place_daughters(src_voxels, free, nx, ny, radius, u, out_target):
+    """Pick a free voxel near each dividing cell for its daughter, in the given order.
+
+    The daughter takes a uniformly chosen free voxel at Chebyshev distance 1 (the 8 neighbours);
+    if there is none, at distance 2, ... up to ``radius`` (the daughter pushes the tissue
+    between aside: normal haematopoiesis is displaced, MODEL.md hypothesis 6). A cell with no
+    free voxel within ``radius`` does not divide this step (contact inhibition). ``free`` is
+    updated as voxels are taken.
+
+    Args:
+        src_voxels: (m,) voxel of each dividing cell, in processing order.
+        free: (ny*nx,) uint8, 1 on free marrow voxels; modified.
+        nx, ny: lattice shape.
+        radius: largest Chebyshev distance searched (≥ 1).
+        u: (m,) uniforms in [0, 1).
+        out_target: (m,) int64 daughter voxel, -1 where there was no room; written.
+    """
+    cand = np.empty(8 * radius, dtype=np.int64)
+    for i in range(src_voxels.shape[0]):
+        y0 = src_voxels[i] // nx
+        x0 = src_voxels[i] % nx
+        out_target[i] = -1
+        for r in range(1, radius + 1):
+            m = 0
+            for y in range(y0 - r, y0 + r + 1):
+                for x in range(x0 - r, x0 + r + 1):
+                    if max(abs(y - y0), abs(x - x0)) != r:
+                        continue
+                    if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
+                        cand[m] = y * nx + x
+                        m += 1
+            if m > 0:
+                j = min(int(u[i] * m), m - 1)
+                out_target[i] = cand[j]
+                free[cand[j]] = 0
+                break
+
+
+def place_daughters_ref(src_voxels, free, nx, ny, radius, u, out_target):
+    """Plain-Python twin of ``place_daughters``."""
+    for i, v in enumerate(src_voxels):
+        y0, x0 = divmod(int(v), nx)
+        out_target[i] = -1
+        for r in range(1, radius + 1):
+            cand = [y * nx + x for y in range(y0 - r, y0 + r + 1) for x in range(x0 - r, x0 + r + 1)
+                    if max(abs(y - y0), abs(x - x0)) == r and 0 <= y < ny and 0 <= x < nx
+                    and free[y * nx + x] == 1]
+            if cand:
+                j = min(int(u[i] * len(cand)), len(cand) - 1)
+                out_target[i] = cand[j]
+                free[cand[j]] = 0
+                break
+
+
+@njit(cache=True)
+def move_cells(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
+    """Move cells one voxel into free neighbours, in the given order.
+
+    A moving cell that senses OPN chemotactically (``chemotaxis`` true) steps to the free
+    neighbour with the highest OPN if that is higher than its own voxel's (drift up the OPN
+    gradient, MODEL.md hypothesis 2; Nilsson 2005 Blood: OPN directs HSC to the endosteum);
+    otherwise it steps to a uniformly chosen free neighbour. Normal tissue swaps place with it
+    (the voxel it leaves becomes free).
+
+    Args:
+        voxels: (m,) current voxel of each cell, in processing order.
+        wants: (m,) bool, whether the cell moves this step.
+        chemotaxis: (m,) bool, whether the move follows the OPN gradient.
+        opn: (ny*nx,) OPN concentration (normalised).
+        free: (ny*nx,) uint8 free-marrow map; modified.
+        nx, ny: lattice shape.
+        u: (m,) uniforms in [0, 1) for the random choice.
+        out_voxel: (m,) int64 new voxel (unchanged when the cell stays); written.
+    """
+    cand = np.empty(8, dtype=np.int64)
+    for i in range(voxels.shape[0]):
+        v = voxels[i]
+        out_voxel[i] = v
+        if not wants[i]:
+            continue
+        y0 = v // nx
+        x0 = v % nx
+        m = 0
+        for k in range(8):
+            y = y0 + _DY[k]
+            x = x0 + _DX[k]
+            if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
+                cand[m] = y * nx + x
+                m += 1
+        if m == 0:
+            continue
+        target = -1
+        if chemotaxis[i]:
+            best = opn[v]
+            for j in range(m):
+                if opn[cand[j]] > best:
+                    best = opn[cand[j]]
+                    target = cand[j]
+        if target < 0:
+            target = cand[min(int(u[i] * m), m - 1)]
+        free[v] = 1
+        free[target] = 0
+        out_voxel[i] = target
+
+
+def move_cells_ref(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
+    """Plain-Python twin of ``move_cells``."""
+    for i, v in enumerate(voxels):
+        v = int(v)
+        out_voxel[i] = v
+        if not wants[i]:
+            continue
+        y0, x0 = divmod(v, nx)
+        cand = [(y0 + dy) * nx + x0 + dx for dy, dx in zip(_DY, _DX)
+                if 0 <= y0 + dy < ny and 0 <= x0 + dx < nx and free[(y0 + dy) * nx + x0 + dx] == 1]
+        if not cand:
+            continue
+        target = -1
+        if chemotaxis[i]:
+            best = opn[v]
+            for c in cand:
+                if opn[c] > best:
+                    best, target = opn[c], c
+        if target < 0:
+            target = cand[min(int(u[i] * len(cand)), len(cand) - 1)]
+        free[v] = 1
+        free[target] = 0
+        out_voxel[i] = target
