@@ -1,4 +1,4 @@
-"""The ``marrow-abm`` command: list, check, geometry, run, bench.
+"""The ``marrow-abm`` command: list, check, geometry, run (batches), report, bench.
 
 Every user error (a wrong key, value, file or image) is a ``MarrowError``: printed as one line
 naming the file and the dotted key, exit status 2, nothing written. Unexpected exceptions are bugs
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -86,15 +85,16 @@ def _fmt(v) -> str:
 
 
 def _fields_table(info: dict) -> Table:
-    table = Table(title="Fields and solvers (stability number = D·dt/dx²; explicit needs ≤ 0.25)")
-    cols = sorted({k for v in info.values() for k in v})
+    """One column per field, one row per solver property (fits a narrow terminal)."""
+    table = Table(title="Fields and solvers (stability number = D·dt/dx²; explicit FTCS needs ≤ 0.25)")
+    keys = list(dict.fromkeys(k for v in info.values() for k in v))
     preferred = ["label", "method", "stability_number", "n_substeps", "decay_length_um"]
-    cols = [c for c in preferred if c in cols] + [c for c in cols if c not in preferred]
-    table.add_column("field", style="bold")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, v in info.items():
-        table.add_row(name, *(_fmt(v.get(c, "")) for c in cols))
+    keys = [k for k in preferred if k in keys] + [k for k in keys if k not in preferred]
+    table.add_column("property")
+    for name in info:
+        table.add_column(name, justify="right")
+    for k in keys:
+        table.add_row(k, *(_fmt(info[name].get(k, "")) for name in info))
     return table
 
 
@@ -109,8 +109,36 @@ def cmd_check(args, con: Console) -> int:
     con.print(_fields_table(eng.fields.info()))
     counts = {k: v for k, v in eng.cell_counts().items() if v}
     con.print("Cells at start: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    from .rules import scenario_rules
+
+    rules = scenario_rules(sc).describe()
+    if rules:
+        con.rule("Rules (signal → behaviour), in English")
+        for line in rules:
+            con.print(f"- {line}", markup=False, highlight=False)
     con.print(f"[green]OK[/]: {sc.path} is valid (digest {sc.digest()[:12]})")
     return 0
+
+
+# -- claims -----------------------------------------------------------------------------------
+def cmd_claims(args, con: Console) -> int:
+    from .claims import run_claims
+
+    _set_threads(1)
+    results = run_claims(Path(args.out), quick=args.quick, workers=args.workers or 1,
+                         only=args.topic)
+    table = Table(title="Claims (MODEL.md section 9)")
+    table.add_column("claim", style="bold")
+    table.add_column("verdict")
+    table.add_column("test")
+    for rs in results.values():
+        for r in rs:
+            table.add_row(f"{r.id} {r.title}", "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
+                          Text(r.test))
+    con.print(table)
+    con.print(f"Report: {Path(args.out) / 'validation.md'}")
+    failed = [r.id for rs in results.values() for r in rs if not r.passed]
+    return 1 if failed else 0
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -128,58 +156,151 @@ def cmd_geometry(args, con: Console) -> int:
 
 
 # -- run --------------------------------------------------------------------------------------
-def _summary_table(frame, scenario: str) -> Table:
-    last = frame[frame["time_h"] == frame["time_h"].max()]
-    metrics = [c for c in frame.columns if c not in ("scenario", "replicate", "seed", "time_h", "zone")]
+#: Metrics a haematologist looks at first, in this order; the run summary shows those present
+#: (every metric is in timeseries.parquet and summary.csv).
+HEADLINE_METRICS = (
+    "burden", "frac_normal", "n_lsc", "frac_lsc_g0", "frac_leukemic_g0",
+    "frac_g0_leukemic_touching_blc", "n_blast", "n_blc", "n_msc", "mean_opn", "mean_tgfb",
+    "mean_mitogen", "n_mkp", "n_mk", "mk_modal_ploidy", "mk_mean_ploidy", "platelets_per_ul",
+    "wbc_per_ul", "rbc_per_ul",
+)
+
+
+def _summary_table(summary, label: str) -> Table:
+    """Replicate means (± 95% CI half-width) of the headline metrics at the last summary time:
+    one row per metric, one column per zone (narrow enough for an 80-column terminal)."""
+    last = summary[summary["time_h"] == summary["time_h"].max()]
     t_end = float(last["time_h"].iloc[0]) if len(last) else 0.0
-    table = Table(title=f"{scenario}: state at t = {t_end:g} h ({t_end / 24:g} d)")
-    table.add_column("zone", style="bold")
+    present = list(dict.fromkeys(last["metric"]))
+    metrics = [m for m in HEADLINE_METRICS if m in present] or present
+    zones = list(dict.fromkeys(last["zone"]))
+    table = Table(title=f"{label}: replicate mean at t = {t_end:g} h ({t_end / 24:g} d)")
+    table.add_column("metric", style="bold", overflow="fold")   # wrap long names, never cut
+    for z in zones:
+        table.add_column(str(z), justify="right")
+    by = last.set_index(["metric", "zone"])
     for m in metrics:
-        table.add_column(m, justify="right")
-    for _, row in last.iterrows():
-        table.add_row(str(row["zone"]), *(_fmt(float(row[m])) for m in metrics))
+        cells = []
+        for z in zones:
+            if (m, z) not in by.index:
+                cells.append("—")
+                continue
+            row = by.loc[(m, z)]
+            mean, lo = float(row["mean"]), float(row["ci95_low"])
+            if mean != mean:
+                cells.append("—")
+            else:
+                cells.append(_fmt(mean) + ("" if lo != lo or lo == mean else f" ±{_fmt(mean - lo)}"))
+        table.add_row(m, *cells)
     return table
 
 
+class _RunDisplay:
+    """Progress of a batch: a rich bar on a terminal, one line per run with --verbose."""
+
+    def __init__(self, con: Console, err: Console, quiet: bool, verbose: bool):
+        self.con, self.err, self.quiet, self.verbose = con, err, quiet, verbose
+        self.progress = None
+        self.task = None
+
+    def start(self, n_total: int, n_done: int, executor: str) -> None:
+        if self.verbose:
+            self.con.print(f"{n_total} runs, {n_done} already finished; running "
+                           f"{n_total - n_done} on {executor}")
+        elif not self.quiet and n_done:
+            self.con.print(f"resuming: {n_done} of {n_total} runs already finished")
+        if not self.quiet and self.con.is_terminal and n_total > n_done:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                     MofNCompleteColumn(), "runs", TimeElapsedColumn(), "eta",
+                                     TimeRemainingColumn(), console=self.con, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("batch", total=n_total, completed=n_done)
+
+    def finished(self, spec, result) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        if not result.ok:
+            self.err.print(Text.assemble(("run failed: ", "bold red"), spec.describe()))
+            last = result.error.strip().splitlines()[-1] if result.error else ""
+            self.err.print(f"  {last}", markup=False, highlight=False)
+            if self.verbose:
+                self.err.print(result.error, markup=False, highlight=False)
+        elif self.verbose:
+            self.con.print(f"done {spec.run_id} (seed {spec.seed}) in "
+                           f"{result.info.get('wall_s', 0.0):.2f} s")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
 def cmd_run(args, con: Console) -> int:
-    from .engine import Engine
-    from .output import base_manifest, check_output_target, write_run
+    from .batch import expand_points, parse_sweep_arg, run_batch
 
-    _set_threads(args.threads)
-    sc = _load(args)
-    run_dir = Path(args.out) / sc.name
-    check_output_target(run_dir, sc.digest(), int(sc.data["run"]["seed"]), args.force)
-    t0 = time.perf_counter()
-    eng = Engine(sc)
-    days = float(sc.data["run"]["days"])
-    total = eng.n_steps_for(days)
-    show = not args.quiet and con.is_terminal
-    if show:
-        from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      "{task.completed}/{task.total} steps", TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=con, transient=True) as prog:
-            task = prog.add_task(sc.name, total=total)
-            frame = eng.run(days, progress=lambda i, n: prog.update(task, completed=i))
-    else:
-        frame = eng.run(days)
-    wall = time.perf_counter() - t0
-    manifest = base_manifest(eng, command=["marrow-abm", *sys.argv[1:]])
-    manifest.update({
-        "days": days, "n_steps": eng.step_index, "wall_s": wall,
-        "phase_cpu_s": eng.phase_cpu_s, "phase_wall_s": eng.phase_wall_s,
-        "final_cell_counts": eng.cell_counts(),
-    })
-    out = write_run(run_dir, frame, manifest, sc.to_toml())
+    err = Console(stderr=True, highlight=False)
+    if args.threads is not None and args.threads < 1:
+        raise MarrowError(f"--threads must be >= 1 (got {args.threads})")
+    sweeps = [parse_sweep_arg(text) for text in (args.sweep or [])]
+    keys = [k for k, _ in sweeps]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise MarrowError(f"--sweep names a key twice: {', '.join(twice)}")
+    sets = list(args.set or [])
+    if args.days is not None:
+        sets.append(f"run.days={args.days}")
+    points, seed = expand_points(args.scenario, sets, sweeps, args.seed)
+    display = _RunDisplay(con, err, args.quiet, args.verbose)
+    try:
+        result = run_batch(points, args.replicates, args.out, seed=seed, workers=args.workers,
+                           scheduler=args.scheduler, snapshot_every_h=args.snapshot_every,
+                           threads=args.threads or 1, force=args.force,
+                           command=["marrow-abm", *(sys.argv[1:] if args.argv is None
+                                                    else args.argv)],
+                           listener=display)
+    except KeyboardInterrupt:
+        display.stop()
+        err.print(f"interrupted: finished runs are kept in {args.out}; run the same command "
+                  "again to finish the others")
+        return 130
+    finally:
+        display.stop()
+    out = result.out_dir
     if not args.quiet:
-        con.print(_summary_table(frame, sc.name))
-        slow = max(eng.phase_cpu_s, key=eng.phase_cpu_s.get)
-        con.print(f"{eng.step_index} steps of {eng.dt_h:g} h in {wall:.2f} s "
-                  f"(slowest phase: {slow}, {eng.phase_cpu_s[slow]:.2f} s CPU)")
+        import pandas as pd
+
+        summary = pd.read_csv(out / "summary.csv") if (out / "summary.csv").exists() else None
+        if summary is not None and len(summary) and len(points) <= 3:
+            for p in points:
+                rows = summary[summary["point"] == p.point_id]
+                if len(rows):
+                    con.print(_summary_table(rows, p.label))
+        con.print(f"{result.n_runs} runs ({len(points)} points × {args.replicates} replicates, "
+                  f"root seed {seed}): {result.n_ran} ran, {result.n_skipped} already done, "
+                  f"{len(result.failures)} failed, in {result.wall_s:.1f} s")
         con.print(f"Outputs in [bold]{out}[/]:")
-        for name in ("timeseries.parquet", "manifest.json", "scenario.toml"):
+        for name in ("timeseries.parquet", "summary.csv", "manifest.json"):
             con.print(f"  {out / name}")
+        con.print(f"Figures: marrow-abm report {out}")
+    if result.failures:
+        err.print(Text.assemble(("error: ", "bold red"),
+                                f"{len(result.failures)} of {result.n_runs} runs failed (listed "
+                                f"above and in {out / 'manifest.json'}); run the same command "
+                                "again to retry them"))
+        return 1
+    return 0
+
+
+# -- report -----------------------------------------------------------------------------------
+def cmd_report(args, con: Console) -> int:
+    from .report import build_report
+
+    out = build_report(Path(args.dir), Path(args.to) if args.to else None)
+    if not args.quiet:
+        con.print(f"Wrote {len(out.figures)} figures and [bold]{out.markdown}[/]")
     return 0
 
 
@@ -226,19 +347,62 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--png", required=True, metavar="FILE", help="PNG file to write")
     sp.set_defaults(func=cmd_geometry)
 
-    sp = sub.add_parser("run", help="run a scenario; write DIR/<scenario>/timeseries.parquet and manifest.json")
-    scenario_args(sp, days=True)
-    sp.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    sp.add_argument("--threads", type=int, default=None, help="numba threads (default 1)")
-    sp.add_argument("--force", action="store_true", help="replace an output folder holding a different run")
-    sp.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    sp = sub.add_parser("run", help="run scenarios × sweep points × replicates into a batch folder "
+                        "(resumable; see docs/outputs.md)")
+    sp.add_argument("scenario", metavar="SCENARIO", nargs="+",
+                    help="bundled scenario names (see 'marrow-abm list') or .toml files")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a scenario key in every scenario, e.g. "
+                         "fields.tgfb.decay_per_h=2.0 (repeatable)")
+    sp.add_argument("--seed", type=int,
+                    help="root seed of every run (default: the first scenario's run.seed)")
+    sp.add_argument("--days", type=float, help="simulated days (default: the scenario's run.days)")
+    sp.add_argument("--replicates", "-n", type=int, default=1, metavar="N",
+                    help="replicates per scenario and sweep point (default 1)")
+    sp.add_argument("--sweep", action="append", metavar="KEY=v1,v2",
+                    help="sweep a key over values; several --sweep give the cartesian product "
+                         "(adds to the scenario's [sweep] table)")
+    sp.add_argument("--out", required=True, metavar="DIR", help="batch folder")
+    sp.add_argument("--workers", "-j", type=int, default=None, metavar="K",
+                    help="local worker processes (default: every core; 1 runs in this process)")
+    sp.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786")
+    sp.add_argument("--snapshot-every", type=float, metavar="H",
+                    help="save field and cell snapshots every H simulated hours")
+    sp.add_argument("--threads", type=int, default=None, help="numba threads per worker (default 1)")
+    sp.add_argument("--force", action="store_true",
+                    help="write into a folder that holds a different batch (its files are replaced)")
+    loud = sp.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    loud.add_argument("--verbose", "-v", action="store_true", help="one line per run, full tracebacks")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("report", help="figures (PNG) and a markdown summary of a batch folder")
+    sp.add_argument("dir", metavar="DIR", help="a batch folder written by 'marrow-abm run'")
+    sp.add_argument("--to", metavar="FOLDER", help="where to write (default DIR/report)")
+    sp.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("bench", help="measure the field kernels against numpy and the memory-bandwidth bound")
     sp.add_argument("--sizes", help="comma-separated grid edges (default 256,1024,2048)")
     sp.add_argument("--threads", type=int, default=None, help="numba threads (default 1)")
     sp.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("claims", help="run the claims of MODEL.md section 9 over replicates and "
+                        "write a validation report; exit 1 if a claim fails")
+    sp.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    sp.add_argument("--quick", action="store_true",
+                    help="small sections and few replicates (the CI versions), not the full runs")
+    sp.add_argument("--topic", action="append", metavar="NAME",
+                    help="only this topic (aml, mds); repeatable")
+    sp.add_argument("--workers", "-j", type=int, default=None,
+                    help="local worker processes for replicates (default 1)")
+    sp.set_defaults(func=cmd_claims)
+
+    from .viz.cli import add_viz_parser
+
+    add_viz_parser(sub)
     return p
 
 
@@ -246,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``marrow-abm`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     con = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     try:

@@ -29,19 +29,21 @@ def test_cli_check_prints_geometry_and_stability(capsys, small_overrides):
 
 def test_cli_run_writes_timeseries_and_manifest(tmp_path, capsys, small_overrides):
     assert main(["run", "default", "--out", str(tmp_path), "--seed", "5", *_sets(small_overrides)]) == 0
-    run_dir = tmp_path / "default"
-    df = pd.read_parquet(run_dir / "timeseries.parquet")
-    assert list(df.columns[:5]) == ["scenario", "replicate", "seed", "time_h", "zone"]
+    df = pd.read_parquet(tmp_path / "timeseries.parquet")
+    assert list(df.columns[:6]) == ["scenario", "point", "replicate", "seed", "time_h", "zone"]
     assert set(df["zone"].astype(str)) == set(REPORT_ZONES)
     assert (df["seed"] == 5).all()
-    man = json.loads((run_dir / "manifest.json").read_text())
-    assert man["seed"] == 5 and man["package_version"] == __version__
-    assert len(man["scenario_digest"]) == 64 and man["scenario_resolved"]["run"]["seed"] == 5
-    assert (run_dir / "scenario.toml").read_text().strip()
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["root_seed"] == 5 and man["package_version"] == __version__
+    point = man["points"][0]
+    assert len(point["digest"]) == 64 and point["resolved"]["run"]["seed"] == 5
+    assert (tmp_path / point["scenario_file"]).read_text().strip()
     out = capsys.readouterr().out
-    assert str(run_dir) in out.replace("\n", "")
-    # no temporary folders left behind
-    assert [p.name for p in tmp_path.iterdir()] == ["default"]
+    assert str(tmp_path) in out.replace("\n", "")
+    # no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json", "runs", "scenarios", "summary.csv", "timeseries.parquet"]
+    assert not [p for p in tmp_path.rglob(".*")]
 
 
 def test_cli_run_bad_key_exit_2_names_key_writes_nothing(tmp_path, capsys):
@@ -56,11 +58,12 @@ def test_cli_run_bad_key_exit_2_names_key_writes_nothing(tmp_path, capsys):
 def test_cli_run_refuses_folder_of_a_different_run(tmp_path, capsys, small_overrides):
     args = ["run", "default", "--out", str(tmp_path), *_sets(small_overrides), "--quiet"]
     assert main(args + ["--seed", "1"]) == 0
-    before = (tmp_path / "default" / "manifest.json").read_text()
+    before = (tmp_path / "manifest.json").read_text()
     assert main(args + ["--seed", "2"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert (tmp_path / "default" / "manifest.json").read_text() == before
+    assert (tmp_path / "manifest.json").read_text() == before
     assert main(args + ["--seed", "2", "--force"]) == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["root_seed"] == 2
 
 
 def test_cli_bad_image_exit_2_names_file_and_key(tmp_path, capsys):
