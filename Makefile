@@ -4,7 +4,7 @@
 
 demo:
 	@bash scripts/bootstrap.sh
-	.venv/bin/marrow-abm run default --out outputs
+	.venv/bin/marrow-abm run aml_progression --out outputs/aml_progression
 
 test:
 	@bash scripts/bootstrap.sh
