@@ -44,3 +44,12 @@ class BiologyModule:
     def metrics(self) -> dict[str, Callable[[], np.ndarray]]:
         """Metric name -> function returning one value per report zone (``engine.zones``)."""
         return {}
+
+    def _all_zone(self, value: Callable[[], float]) -> Callable[[], np.ndarray]:
+        """A metric of the whole section or animal (blood counts, drug levels, ploidy shares):
+        reported in zone ``all``, NaN in the spatial zones."""
+        def fn() -> np.ndarray:
+            out = np.full(len(self.engine.zones.names), np.nan)
+            out[self.engine.zones.names.index("all")] = value()
+            return out
+        return fn

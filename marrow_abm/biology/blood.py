@@ -198,12 +198,11 @@ class BloodModule(BiologyModule):
         }
 
     def _all_zone(self, value: Callable[[], float]) -> Callable[[], np.ndarray]:
-        def fn() -> np.ndarray:
+        # The compartments start lazily (after the lineage spin-up): start them before reading.
+        def started() -> float:
             self._start()
-            out = np.full(len(self.engine.zones.names), np.nan)
-            out[self.engine.zones.names.index("all")] = value()
-            return out
-        return fn
+            return value()
+        return super()._all_zone(started)
 
 
 __all__ = ["BloodModule", "FribergLineage", "PlateletPool"]

@@ -282,12 +282,6 @@ class MegakaryocyteModule(BiologyModule):
         rows = cells.rows_of("mk")
         return rows, cells["voxel"][rows]
 
-    def _all_zone(self, value: Callable[[], float]) -> Callable[[], np.ndarray]:
-        def fn() -> np.ndarray:
-            out = np.full(len(self.engine.zones.names), np.nan)
-            out[self.engine.zones.names.index("all")] = value()
-            return out
-        return fn
 
     def ploidy_histogram(self) -> np.ndarray:
         """Fraction of MK in each class of ``PLOIDY_CLASSES`` (NaN without MK)."""

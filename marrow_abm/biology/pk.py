@@ -224,13 +224,6 @@ class PKModule(BiologyModule):
             out[f"inhibition_{target}"] = self._all_zone(lambda t=target: self.inhibition[t])
         return out
 
-    def _all_zone(self, value: Callable[[], float]) -> Callable[[], np.ndarray]:
-        """A whole-animal quantity: reported in zone ``all``, NaN in the spatial zones."""
-        def fn() -> np.ndarray:
-            out = np.full(len(self.engine.zones.names), np.nan)
-            out[self.engine.zones.names.index("all")] = value()
-            return out
-        return fn
 
 
 __all__ = [
