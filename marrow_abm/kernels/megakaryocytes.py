@@ -186,6 +186,19 @@ def mk_advance_ref(stage, clock_h, ploidy_n, shed_left, at_sinusoid, u_complete,
 # Space: a free neighbour for a cytokinesis daughter; drift toward sinusoids
 
 
+@njit(cache=True, inline="always")
+def _face_neighbour(v, x, d, nx):
+    """Flat index of face-neighbour ``d`` (0 up, 1 down, 2 left, 3 right) of voxel ``v`` in
+    column ``x``, or -1 across the left/right edge (up/down may fall outside: callers check)."""
+    if d == 0:
+        return v - nx
+    if d == 1:
+        return v + nx
+    if d == 2:
+        return v - 1 if x > 0 else -1
+    return v + 1 if x < nx - 1 else -1
+
+
 @njit(cache=True)
 def choose_free_neighbour(voxels, occupant, marrow, nx, u, out):
     """For each cell (in row order), a free marrow face-neighbour chosen by ``u``, or -1.
@@ -208,14 +221,7 @@ def choose_free_neighbour(voxels, occupant, marrow, nx, u, out):
         x = v % nx
         k = 0
         for d in range(4):
-            if d == 0:
-                w = v - nx
-            elif d == 1:
-                w = v + nx
-            elif d == 2:
-                w = v - 1 if x > 0 else -1
-            else:
-                w = v + 1 if x < nx - 1 else -1
+            w = _face_neighbour(v, x, d, nx)
             if 0 <= w < size and marrow[w] and occupant[w] == -1:
                 cand[k] = w
                 k += 1
@@ -269,14 +275,7 @@ def drift_step(voxels, dist, occupant, marrow, nx, out):
         best = v
         best_d = dist[v]
         for d in range(4):
-            if d == 0:
-                w = v - nx
-            elif d == 1:
-                w = v + nx
-            elif d == 2:
-                w = v - 1 if x > 0 else -1
-            else:
-                w = v + 1 if x < nx - 1 else -1
+            w = _face_neighbour(v, x, d, nx)
             if 0 <= w < size and marrow[w] and occupant[w] == -1 and dist[w] < best_d:
                 best = w
                 best_d = dist[w]
