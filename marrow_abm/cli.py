@@ -126,7 +126,7 @@ def cmd_claims(args, con: Console) -> int:
 
     _set_threads(1)
     results = run_claims(Path(args.out), quick=args.quick, workers=args.workers or 1,
-                         only=args.topic)
+                         only=args.topic, overrides=_overrides(args))
     table = Table(title="Claims (MODEL.md section 9)")
     table.add_column("claim", style="bold")
     table.add_column("verdict")
@@ -398,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only this topic (aml, mds); repeatable")
     sp.add_argument("--workers", "-j", type=int, default=None,
                     help="local worker processes for replicates (default 1)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a scenario key in every claim run, after the plan's own "
+                         "(sensitivity checks, e.g. zones.d_endo_um=30; repeatable)")
+    sp.add_argument("--seed", type=int,
+                    help="root seed of every claim run (default: each scenario's run.seed)")
     sp.set_defaults(func=cmd_claims)
 
     from .viz.cli import add_viz_parser

@@ -52,3 +52,54 @@ def test_fork_continues_exactly_like_the_original(tmp_path):
     a, b = direct.records(), copy.records()
     assert len(b) > 0 and a.equals(b)
     assert len(eng.records()) < len(a)
+
+
+def test_run_applies_extra_overrides_to_every_scenario_after_the_plan(tmp_path, monkeypatch):
+    from marrow_abm.scenario import load_scenario
+
+    class Stop(Exception):
+        pass
+
+    jobs = []
+
+    def capture(js, workers):
+        jobs.extend(js)
+        raise Stop   # only the scenarios matter here, not the simulations
+
+    monkeypatch.setattr(aml, "_run_many", capture)
+    extra = ("zones.d_endo_um=30", "geometry.marrow_radius_um=350", "run.seed=3")
+    with pytest.raises(Stop):
+        aml.run(tmp_path, quick=True, overrides=extra)
+    loaded = []
+    for job in jobs:
+        if job[0] == "arms":
+            _, base, arms, ov, *_ = job
+            loaded.append(load_scenario(base, list(ov)))
+            loaded += [load_scenario(name, list(ov + own)) for name, own in arms]
+            # the arms' own interventions still apply on top
+            assert load_scenario(arms[0][0], list(ov + arms[0][1])).data["interventions"][
+                "chemo"]["start_day"] == aml.QUICK.chemo_start_day
+        else:
+            loaded.append(load_scenario(job[0], list(job[1])))
+    assert len(loaded) > 30
+    for sc in loaded:
+        # the plan's own marrow_radius_um=250 is overridden; its other keys stay
+        assert sc.data["zones"]["d_endo_um"] == 30 and sc.data["run"]["seed"] == 3
+        assert sc.data["geometry"]["marrow_radius_um"] == 350
+        assert sc.data["geometry"]["cortex_thickness_um"] == 60
+
+
+def test_cli_claims_forwards_set_and_seed(tmp_path, monkeypatch):
+    from marrow_abm import claims
+    from marrow_abm.cli import main
+
+    seen = {}
+
+    def fake(out_dir, **kw):
+        seen.update(kw)
+        return {}
+
+    monkeypatch.setattr(claims, "run_claims", fake)
+    assert main(["claims", "--out", str(tmp_path), "--quick", "--topic", "aml",
+                 "--set", "zones.d_endo_um=30", "--seed", "2"]) == 0
+    assert seen["overrides"] == ["zones.d_endo_um=30", "run.seed=2"] and seen["only"] == ["aml"]

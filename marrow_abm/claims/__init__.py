@@ -5,10 +5,13 @@ generic targets) exposes::
 
     TOPIC: str                      # "aml", "mds"
     TITLE: str                      # section heading of the report
-    def run(out_dir: Path, *, quick: bool, workers: int) -> list[ClaimResult]
+    def run(out_dir: Path, *, quick: bool, workers: int,
+            overrides: Sequence[str] = ()) -> list[ClaimResult]
 
 ``run`` simulates what it needs (full size and enough replicates, or a small and fast version
-when ``quick``), writes its figures (PNG) into ``out_dir``, and returns one result per claim.
+when ``quick``), writes its figures (PNG) into ``out_dir``, and returns one result per claim;
+``overrides`` (``--set`` strings) go on top of its plan's own for every scenario, so the claims
+can be re-checked at other zone widths, section sizes and root seeds (MODEL.md section 9).
 ``run_claims`` runs the topics, writes ``out_dir/validation.md`` (all sections) and one
 ``out_dir/<topic>.md`` per topic, and tells whether every claim held. ``marrow-abm claims --out
 DIR`` calls it and exits non-zero when a claim fails. The fast versions of the same checks are
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +104,8 @@ def section_markdown(title: str, results: list[ClaimResult], out_dir: Path) -> s
 
 
 def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
-               only: list[str] | None = None) -> dict[str, list[ClaimResult]]:
+               only: list[str] | None = None,
+               overrides: Sequence[str] = ()) -> dict[str, list[ClaimResult]]:
     """Run the claim topics and write the report; returns results per topic.
 
     Args:
@@ -108,6 +113,8 @@ def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
         quick: small sections and few replicates (minutes) instead of the full versions.
         workers: local worker processes the topics may use for replicates.
         only: topic names to run (default all).
+        overrides: ``--set`` strings (``KEY=VALUE``) applied to every scenario of every topic,
+            after the plan's own; named in the report header.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,17 +127,18 @@ def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
     sections = []
     for name in chosen:
         mod = importlib.import_module(f"{__name__}.{name}")
-        res = mod.run(out_dir, quick=quick, workers=workers)
+        res = mod.run(out_dir, quick=quick, workers=workers, overrides=tuple(overrides))
         results[name] = res
         text = section_markdown(mod.TITLE, res, out_dir)
         (out_dir / f"{name}.md").write_text(text)
         sections.append(text)
     n_pass = sum(r.passed for rs in results.values() for r in rs)
     n_all = sum(len(rs) for rs in results.values())
+    changed = f" Overrides: {', '.join(f'`{o}`' for o in overrides)}." if overrides else ""
     head = [
         "# Validation report", "",
         f"marrow-abm {__version__}; {'quick' if quick else 'full'} run; "
-        f"{n_pass} of {n_all} claims hold.", "",
+        f"{n_pass} of {n_all} claims hold.{changed}", "",
         "Each claim of MODEL.md section 9 is checked by the statistical test stated beside it, "
         "over independent replicates (named random streams, one root seed).", "",
     ]

@@ -10,7 +10,8 @@ Replicate *i* of every scenario shares its random streams (paired comparisons).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -184,9 +185,20 @@ def _mwu_greater(a, b) -> float:
 
 # ---------------------------------------------------------------------------------------------
 
-def run(out_dir: Path, *, quick: bool = False, workers: int = 1) -> list[ClaimResult]:
-    """Simulate, test A1–A7, write figures into ``out_dir``; one ClaimResult per claim."""
+def run(out_dir: Path, *, quick: bool = False, workers: int = 1,
+        overrides: Sequence[str] = ()) -> list[ClaimResult]:
+    """Simulate, test A1–A7, write figures into ``out_dir``; one ClaimResult per claim.
+
+    Args:
+        out_dir: report folder for the figures.
+        quick: the small plan (``QUICK``) instead of ``FULL``.
+        workers: local worker processes for replicates.
+        overrides: ``--set`` strings applied to every scenario after the plan's own (so they win
+            over e.g. its ``geometry.marrow_radius_um``) and before each arm's interventions;
+            used for the sensitivity runs (zone widths, section size, ``run.seed``).
+    """
     plan = QUICK if quick else FULL
+    plan = replace(plan, overrides=plan.overrides + tuple(overrides))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers))

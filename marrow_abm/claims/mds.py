@@ -21,7 +21,8 @@ equivalence by two one-sided tests (the 90% CI of the paired difference inside a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,9 +312,19 @@ def _fmt_p(p: float) -> float:
     return float(f"{p:.3g}")
 
 
-def run(out_dir: Path, *, quick: bool, workers: int = 1) -> list[ClaimResult]:
-    """Simulate, test M1–M5 and G1–G4, draw the figures; one ClaimResult per claim."""
+def run(out_dir: Path, *, quick: bool, workers: int = 1,
+        overrides: Sequence[str] = ()) -> list[ClaimResult]:
+    """Simulate, test M1–M5 and G1–G4, draw the figures; one ClaimResult per claim.
+
+    Args:
+        out_dir: report folder for the figures.
+        quick: the small plan instead of the full one.
+        workers: local worker processes for replicates.
+        overrides: ``--set`` strings applied to every arm after the plan's own and before the
+            arm's own (sensitivity runs: zone widths, section size, ``run.seed``).
+    """
     plan = QUICK if quick else FULL
+    plan = replace(plan, overrides=(*plan.overrides, *overrides))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     a = plan.alpha
