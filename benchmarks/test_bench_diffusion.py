@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from marrow_abm.bench import bench_labels
+from marrow_abm.bench import bench_problem
 from marrow_abm.kernels import diffusion as kern
 
 SIZES = (256, 1024, 2048)
@@ -51,14 +51,7 @@ def get_problem(n: int, dtype: str) -> Problem:
     if key not in _CACHE:
         _CACHE.clear()                      # keep one size in memory at a time (2048² x 10)
         dt = np.dtype(dtype).type
-        labels = bench_labels(n)
-        rng = np.random.default_rng(0)
-        marrow = labels == 0
-        c = np.where(marrow, rng.random((n, n)), 0.0).astype(dt)
-        source = np.where(marrow & (rng.random((n, n)) < 0.05), 1.0, 0.0)
-        uptake = np.where(marrow & (rng.random((n, n)) < 0.05), 0.5, 0.0)
-        faces = kern.open_faces(labels)
-        ns = kern.sinusoid_neighbours(labels)
+        labels, c, source, uptake, faces, ns = bench_problem(n, dtype)
         retain, gain = np.empty_like(c), np.empty_like(c)
         kern.reaction_coefficients(labels, ns, source, uptake, 0.7, 1.0, 1.0 / 1440,
                                    retain, gain)

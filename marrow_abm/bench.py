@@ -24,6 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from marrow_abm.geometry import BONE, SINUSOID, touching
 from marrow_abm.kernels import diffusion as kern
 
 #: BioFVM's C++ LOD solver (PhysiCell), 2 fields on 1024², measured on this machine type:
@@ -86,7 +87,9 @@ def _best_time(fn: Callable[[], object], repeats: int, budget_s: float = 2.0) ->
     return best
 
 
-def _problem(n: int, dtype):
+def bench_problem(n: int, dtype):
+    """A marrow-like n×n problem (labels, c, source, uptake, open faces, sinusoid neighbours),
+    the same for ``marrow-abm bench`` and ``benchmarks/``."""
     labels = bench_labels(n)
     rng = np.random.default_rng(0)
     marrow = labels == 0
@@ -99,7 +102,7 @@ def _problem(n: int, dtype):
 
 
 def _size_results(n: int, dtype, threads: int) -> dict:
-    labels, c, source, uptake, faces, ns = _problem(n, dtype)
+    labels, c, source, uptake, faces, ns = bench_problem(n, dtype)
     N = n * n
     out = np.empty_like(c)
     retain = np.empty_like(c)
@@ -161,18 +164,8 @@ def _size_results(n: int, dtype, threads: int) -> dict:
 def _synthetic_inputs(fieldset) -> tuple[dict, dict]:
     """Bone-lining and perivascular sources (one per surface voxel) for every field."""
     labels = fieldset.labels
-    marrow = labels == 0
-
-    def touching(v):
-        b = labels == v
-        t = np.zeros_like(b)
-        t[1:] |= b[:-1]
-        t[:-1] |= b[1:]
-        t[:, 1:] |= b[:, :-1]
-        t[:, :-1] |= b[:, 1:]
-        return t & marrow
-
-    src = np.where(touching(1), 1.0, 0.0) + np.where(touching(2), 0.3, 0.0)
+    src = (np.where(touching(labels, BONE), 1.0, 0.0)
+           + np.where(touching(labels, SINUSOID), 0.3, 0.0))
     return {name: src for name in fieldset.names}, {}
 
 

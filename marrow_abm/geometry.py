@@ -56,6 +56,20 @@ _WARP_AMPLITUDE = 0.15
 # ----------------------------------------------------------------------------------------------
 # The geometry object
 
+def touching(labels: np.ndarray, label: int) -> np.ndarray:
+    """Marrow voxels of a label grid with at least one face (4-)neighbour carrying ``label``.
+
+    Args:
+        labels: int (ny, nx) grid of ``MARROW``/``BONE``/``SINUSOID``.
+        label: the neighbour label looked for. The lattice edge counts as nothing.
+    """
+    if label not in LABEL_NAMES:
+        raise GeometryError(f"unknown label {label!r}; expected 0 marrow, 1 bone, 2 sinusoid")
+    hit = np.pad(labels == label, 1, constant_values=False)
+    near = hit[:-2, 1:-1] | hit[2:, 1:-1] | hit[1:-1, :-2] | hit[1:-1, 2:]
+    return near & (labels == MARROW)
+
+
 @dataclass(frozen=True, eq=False)
 class Geometry:
     """A labelled section with its distance maps and zones; arrays are read-only.
@@ -155,11 +169,7 @@ class Geometry:
         Args:
             label: ``MARROW``, ``BONE`` or ``SINUSOID``. The lattice edge counts as nothing.
         """
-        if label not in LABEL_NAMES:
-            raise GeometryError(f"unknown label {label!r}; expected 0 marrow, 1 bone, 2 sinusoid")
-        hit = np.pad(self.labels == label, 1, constant_values=False)
-        near = hit[:-2, 1:-1] | hit[2:, 1:-1] | hit[1:-1, :-2] | hit[1:-1, 2:]
-        return near & (self.labels == MARROW)
+        return touching(self.labels, label)
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python (JSON-ready) description: sizes, voxels per label and zone, network stats.

@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 
 from marrow_abm.errors import GeometryError, SolverError
 from marrow_abm.fields import METHODS, FieldSet, FieldSpec
+from marrow_abm.geometry import touching
 
 SOLVERS = ["explicit", "lod", "backward_euler"]
 
@@ -37,24 +38,14 @@ def _section(n=150, radius_vox=56, n_seeds=90, gap_vox=1.2, seed=0):
     return labels
 
 
-def _touching(labels, value):
-    b = labels == value
-    t = np.zeros_like(b)
-    t[1:] |= b[:-1]
-    t[:-1] |= b[1:]
-    t[:, 1:] |= b[:, :-1]
-    t[:, :-1] |= b[:, 1:]
-    return t & (labels == 0)
-
-
 def _default_problem():
     """Default-scenario-like fields with BLC sources on the bone surface, MSC sources beside
     sinusoids and scattered LSC secreting TGF-β1 (rates in normalised units per hour)."""
     labels = _section()
     rng = np.random.default_rng(2)
     marrow = labels == 0
-    blc = _touching(labels, 1) & (rng.random(labels.shape) < 0.5)
-    msc = _touching(labels, 2) & (rng.random(labels.shape) < 0.2)
+    blc = touching(labels, 1) & (rng.random(labels.shape) < 0.5)
+    msc = touching(labels, 2) & (rng.random(labels.shape) < 0.2)
     lsc = marrow & (rng.random(labels.shape) < 0.02)
     specs = {
         "tgfb": FieldSpec("tgfb", "TGF-β1", 10.0, 2.0, 1.0),
