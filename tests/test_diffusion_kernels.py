@@ -152,6 +152,83 @@ def test_lod_step_matches_ref(dtype):
     assert np.array_equal(inplace, out)
 
 
+@pytest.mark.parametrize("shape", [(1, 9), (7, 1), (2, 2), (5, 3), (17, 5), (33, 6), (16, 4),
+                                   (48, 13)])
+def test_lod_step_matches_ref_on_degenerate_shapes(shape):
+    # one row, one column, widths that are not a multiple of the 4 vector lanes, partial and
+    # single bands (16 rows each), and no upper half at all (fewer than two bands)
+    labels, c, source, uptake = _random_problem(shape=shape, p_marrow=0.9, seed=sum(shape))
+    faces = kern.open_faces(labels)
+    retain, gain = _coefficients(labels, source, uptake, 1.0, np.float64)
+    plan = kern.lod_plan(faces, 36.0)
+    out, ref = np.empty_like(c), np.empty_like(c)
+    kern.lod_step(c, out, retain, gain, 36.0, *plan)
+    kern.lod_step_ref(c, ref, retain, gain, 36.0, *plan)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-300)
+    assert np.all(out[labels != 0] == 0)
+
+
+def _lod_line_matrix(faces, r, axis):
+    """(I - r L) along one axis over all voxels (non-marrow voxels are identity rows)."""
+    ny, nx = faces.shape
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    f = faces.ravel()
+    bits = ((kern.WEST, -1), (kern.EAST, 1)) if axis == 1 else ((kern.NORTH, -nx), (kern.SOUTH, nx))
+    rows, cols, vals = [], [], []
+    for k in idx.ravel():
+        diag = 1.0
+        for bit, step in bits:
+            if f[k] & bit:
+                diag += r
+                rows.append(k); cols.append(k + step); vals.append(-r)
+        rows.append(k); cols.append(k); vals.append(diag)
+    return sp.csc_matrix((vals, (rows, cols)), shape=(ny * nx, ny * nx))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (70, 21)])
+def test_lod_step_solves_the_two_tridiagonal_systems(shape):
+    # an oracle that shares nothing with the plan: x then y implicit solves by scipy
+    labels, c, source, uptake = _random_problem(shape=shape, seed=11)
+    faces = kern.open_faces(labels)
+    retain, gain = _coefficients(labels, source, uptake, 1.0, np.float64)
+    r = 360.0
+    out = np.empty_like(c)
+    kern.lod_step(c, out, retain, gain, r, *kern.lod_plan(faces, r))
+    half = spla.spsolve(_lod_line_matrix(faces, r, 1), (retain * c + gain).ravel())
+    exact = spla.spsolve(_lod_line_matrix(faces, r, 0), half).reshape(shape)
+    np.testing.assert_allclose(out, exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+
+
+@numba.njit
+def _x_band(u, ivx, tile, su, nxp, r):
+    kern.lod_x_band(u, ivx, tile, su, nxp, r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lod_x_band_matches_a_plain_thomas_sweep(dtype):
+    # the hand-vectorised x solve alone, on a row stride that is neither the width nor a
+    # multiple of the vector length; the padding columns of each row must stay untouched
+    lines, nx, su = kern.LOD_LINES, 12, 15
+    labels, *_ = _random_problem(shape=(lines, nx), seed=12)
+    inv_x = np.empty((lines, nx), dtype)
+    kern.lod_factor(kern.open_faces(labels), 7.0, inv_x, np.empty_like(inv_x))
+    signed = np.where((kern.open_faces(labels) & kern.WEST) != 0, -inv_x, inv_x)
+    rng = np.random.default_rng(13)
+    u = rng.random((lines, su)).astype(dtype)
+    expected = u[:, :nx].astype(np.float64)
+    p, w = np.abs(signed).astype(np.float64), np.where(signed < 0, 7.0, 0.0)
+    expected[:, 0] *= p[:, 0]
+    for j in range(1, nx):
+        expected[:, j] = (expected[:, j] + w[:, j] * expected[:, j - 1]) * p[:, j]
+    for j in range(nx - 2, -1, -1):
+        expected[:, j] += w[:, j + 1] * p[:, j] * expected[:, j + 1]
+    got = u.copy()
+    _x_band(got.reshape(-1), np.ascontiguousarray(signed.T).reshape(-1),
+            np.empty(nx * lines, dtype), su, nx, dtype(7.0))
+    np.testing.assert_allclose(got[:, :nx], expected, rtol=RTOL[dtype] * 10)
+    assert np.array_equal(got[:, nx:], u[:, nx:])
+
+
 def _be_matrix(labels, faces, ns, uptake, decay, clearance, dt, r):
     """The backward-Euler system as a scipy sparse matrix (marrow voxels only)."""
     ny, nx = labels.shape

@@ -29,17 +29,18 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from marrow_abm.kernels.lod_simd import X_BAND_LINES, lod_x_band
+
 WEST = np.int8(1)
 EAST = np.int8(2)
 NORTH = np.int8(4)
 SOUTH = np.int8(8)
 
-#: Most rows per band of the LOD x solve: the band is transposed so its lines' Thomas
-#: recurrences vectorise across lines (at 256² and 512², 32 lines ran ~10% faster than 16).
-LOD_LINES = 32
-#: Largest band tile (bytes): ``lod_plan`` halves the band (down to 8 lines) until the tile
-#: fits, so tile and pivots stay within the 512 KB L2 on wide grids.
-LOD_TILE_BYTES = 256 * 1024
+#: Rows per band of the LOD x solve (fixed by the vector code in ``lod_simd``: four groups of
+#: four lanes, enough independent recurrences to hide the multiply-add latency).
+LOD_LINES = X_BAND_LINES
+#: Extra values per band-buffer row (one 64-byte line in float64): see ``_lod_step_jit``.
+_LOD_ROW_PAD = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,29 +332,28 @@ def lod_plan(faces: np.ndarray, r: float, dtype=np.float64):
     """Everything :func:`lod_step` needs that depends only on the geometry and r.
 
     Each inverse pivot carries its line's coupling flag in its sign bit (pivots are positive,
-    so ``abs`` recovers them exactly): one 8-byte stream per direction instead of a pivot and a
-    flag. The x pivots are stored in bands of ``LOD_LINES`` rows (fewer on grids so wide that
-    the band's tile would exceed ``LOD_TILE_BYTES``), transposed so that the lines
-    solved together are adjacent in memory (rows past the grid are padded as closed, empty
-    lines). The y solve runs from both ends: rows above ``m`` (the first row of the lower half
-    of the bands) are eliminated downwards, rows from ``m`` on upwards, and the two meet
-    between rows m - 1 and m.
+    so ``abs`` recovers them exactly): one stream per direction instead of a pivot and a flag.
+    The x pivots are stored per band of ``LOD_LINES`` rows in the order the x solve reads them
+    (``[band, column, line]``), the columns padded to a multiple of 4 and the rows past the
+    grid padded as closed, empty lines. The y solve runs from both ends: rows above ``m`` (the
+    first row of the lower half of the bands) are eliminated downwards, rows from ``m`` on
+    upwards, and the two meet between rows m - 1 and m.
 
     Args:
         faces: int8 (ny, nx) open-face bits.
         r: diffusion number D dt / dx^2 of the step (dimensionless).
-        dtype: float dtype of the field.
+        dtype: float dtype of the field (and of the pivots: float32 pivots for a float64
+            field were tried and left out, see docs/performance.md).
 
     Returns:
-        ``(inv_x_t, inv_y, meet)``: signed inverse pivots along x (n_bands, nx, lines),
+        ``(inv_x_t, inv_y, meet)``: signed inverse pivots along x (n_bands, nxp, LOD_LINES),
         negative where the west face is open; signed inverse pivots along y (ny, nx), negative
         where the face towards the row eliminated before is open (north above m, south from m
         on); per column, -1 / (1 - alpha beta) where rows m - 1 and m are coupled, else 1.
     """
     ny, nx = faces.shape
     lines = LOD_LINES
-    while lines > 8 and nx * lines * np.dtype(dtype).itemsize > LOD_TILE_BYTES:
-        lines //= 2
+    nxp = -(-nx // 4) * 4
     n_bands = -(-ny // lines)
     m = (n_bands // 2) * lines
     inv_x = np.empty((ny, nx), dtype)
@@ -375,9 +375,9 @@ def lod_plan(faces: np.ndarray, r: float, dtype=np.float64):
         rr = dtype(r)
         gamma = dtype(1.0) / (dtype(1.0) - (rr * inv_up[m]) * (rr * inv_down[m - 1]))
         meet = np.where((faces[m] & NORTH) != 0, -gamma, meet).astype(dtype)
-    signed_x = np.where((faces & WEST) != 0, -inv_x, inv_x)
-    signed_x = np.concatenate([signed_x, np.ones((n_bands * lines - ny, nx), dtype)])
-    inv_x_t = np.ascontiguousarray(signed_x.reshape(n_bands, lines, nx).transpose(0, 2, 1))
+    signed_x = np.ones((n_bands * lines, nxp), dtype)
+    signed_x[:ny, :nx] = np.where((faces & WEST) != 0, -inv_x, inv_x)
+    inv_x_t = np.ascontiguousarray(signed_x.reshape(n_bands, lines, nxp).transpose(0, 2, 1))
     return inv_x_t, inv_y, meet
 
 
@@ -389,13 +389,16 @@ def lod_step(c, out, retain, gain, r, inv_x_t, inv_y, meet):
     Unconditionally stable and non-negative (both tridiagonal matrices are M-matrices), but
     first order in time: its steady state drifts from the true one as r grows.
 
-    Loop order: each band of ``LOD_LINES`` rows is transposed into a tile (reaction applied on
-    the way in) so the x recurrences run side by side and vectorise across the band's lines;
-    on the way back into rows each row is eliminated along y against the row before it. The y
-    solve runs from both ends (rows above the middle downwards, the rest upwards, meeting in
-    the middle), so the two halves are independent: two threads each take one half with one
-    pass down (or up) and one back, and one thread does the same work in the same order of
-    operations. Results are therefore bitwise identical for any thread count.
+    Loop order (two passes over memory): pass 1 takes bands of ``LOD_LINES`` rows. The
+    reaction streams each row into a small band buffer; the x solve
+    (:func:`marrow_abm.kernels.lod_simd.lod_x_band`) transposes 4 x 4 blocks in registers so
+    its recurrences run across columns with one vector lane per row, and writes the solved
+    rows back into the buffer; then each row is eliminated along y against the row before it
+    (a contiguous, vectorised loop) and written out. Pass 2 is the y back substitution, row by
+    row. The y solve runs from both ends (rows above the middle downwards, the rest upwards,
+    meeting in the middle), so the two halves are independent: two threads each take one half,
+    and one thread does the same work in the same order of operations. Results are therefore
+    bitwise identical for any thread count.
 
     Args:
         c: (ny, nx) field at the start, 0 outside marrow; not modified unless ``out is c``.
@@ -409,101 +412,67 @@ def lod_step(c, out, retain, gain, r, inv_x_t, inv_y, meet):
     return out
 
 
-@njit(cache=True)
-def _lod_band(c, out, retain, gain, iv_x, inv_y, r, i0, nk, tile, down):
-    """Reaction and x solve of rows i0..i0+nk in ``tile``, then their y elimination into out.
+@njit(cache=True, fastmath={"contract"})
+def _lod_band(c, out, retain, gain, iv_x, inv_y, r, i0, nk, tile, rows, down):
+    """Rows i0..i0+nk: reaction into ``rows``, x solve in place, y elimination into out.
 
-    tile[j, k] is line k at column j; unsigned flat indices spare numba's negative-index
-    checks, and the inner loops over the band's lines vectorise. ``down``: eliminate each row
+    ``rows`` is the band buffer (LOD_LINES, nxp + pad); rows nk.. and the padding columns
+    hold zeros so the x solve sees closed, empty lines there. ``down``: eliminate each row
     against the one above (top half) or, rows taken bottom-up, the one below (bottom half).
     """
     ny, nx = c.shape
-    nl = tile.shape[1]
-    tf = tile.reshape(nx * nl)
-    ivf = iv_x.reshape(nx * nl)
-    ul = np.uint64(nl)
-    one = np.uint64(1)
-    zero = tile.dtype.type(0.0)
-    # reaction on the way in, two source rows per pass (half the tile lines touched per pass)
-    k = 0
-    while k < nk:
-        c0 = c[i0 + k]
-        a0 = retain[i0 + k]
-        g0 = gain[i0 + k]
-        uk = np.uint64(k)
-        if k + 1 < nk:
-            c1 = c[i0 + k + 1]
-            a1 = retain[i0 + k + 1]
-            g1 = gain[i0 + k + 1]
-            for j in range(nx):
-                q = np.uint64(j) * ul + uk
-                tf[q] = a0[j] * c0[j] + g0[j]
-                tf[q + one] = a1[j] * c1[j] + g1[j]
-            k += 2
-        else:
-            for j in range(nx):
-                tf[np.uint64(j) * ul + uk] = a0[j] * c0[j] + g0[j]
-            k += 1
-    for k in range(nk, nl):
-        uk = np.uint64(k)
+    nxp = iv_x.shape[0]
+    zero = c.dtype.type(0.0)
+    for k in range(nk):
+        ck = c[i0 + k]
+        ak = retain[i0 + k]
+        gk = gain[i0 + k]
+        uk = rows[k]
         for j in range(nx):
-            tf[np.uint64(j) * ul + uk] = zero
-    # Thomas along x: forward elimination, then back substitution (sign bit = west face open)
-    for k in range(nl):
-        tf[k] = tf[k] * abs(ivf[k])
-    for j in range(1, nx):
-        q = np.uint64(j) * ul
-        p = q - ul
-        for k in range(nl):
-            uk = np.uint64(k)
-            s = ivf[q + uk]
-            rw = r if s < zero else zero
-            tf[q + uk] = (tf[q + uk] + rw * tf[p + uk]) * abs(s)
-    for j in range(nx - 2, -1, -1):
-        q = np.uint64(j) * ul
-        p = q + ul
-        for k in range(nl):
-            uk = np.uint64(k)
-            rw = r if ivf[p + uk] < zero else zero
-            tf[q + uk] = tf[q + uk] + rw * abs(ivf[q + uk]) * tf[p + uk]
-    # back into rows, eliminating along y on the way
+            uk[j] = ak[j] * ck[j] + gk[j]
+        for j in range(nx, nxp):
+            uk[j] = zero
+    for k in range(nk, rows.shape[0]):
+        rows[k, :nxp] = zero
+    lod_x_band(rows.reshape(rows.size), iv_x.reshape(iv_x.size), tile.reshape(tile.size),
+               rows.shape[1], nxp, r)
     step = 1 if down else -1
     kk = 0
     while kk < nk:
         k = kk if down else nk - 1 - kk
         i = i0 + k
-        uk = np.uint64(k)
-        o0 = out[i]
-        v0 = inv_y[i]
+        o = out[i]
+        v = inv_y[i]
+        u = rows[k]
         if (i == 0) if down else (i == ny - 1):
             for j in range(nx):
-                o0[j] = tf[np.uint64(j) * ul + uk] * abs(v0[j])
+                o[j] = u[j] * abs(v[j])
             kk += 1
         elif kk + 1 < nk:
-            # two rows per pass: the second is eliminated against the first while in registers
+            # two rows per pass: the second is eliminated against the first in registers
             prev = out[i - step]
             o1 = out[i + step]
             v1 = inv_y[i + step]
-            uk1 = np.uint64(k + step)
+            u1 = rows[k + step]
             for j in range(nx):
-                s0 = v0[j]
+                s0 = v[j]
                 s1 = v1[j]
                 rw0 = r if s0 < zero else zero
                 rw1 = r if s1 < zero else zero
-                y0 = (tf[np.uint64(j) * ul + uk] + rw0 * prev[j]) * abs(s0)
-                o0[j] = y0
-                o1[j] = (tf[np.uint64(j) * ul + uk1] + rw1 * y0) * abs(s1)
+                y0 = (u[j] + rw0 * prev[j]) * abs(s0)
+                o[j] = y0
+                o1[j] = (u1[j] + rw1 * y0) * abs(s1)
             kk += 2
         else:
             prev = out[i - step]
             for j in range(nx):
-                s0 = v0[j]
-                rw0 = r if s0 < zero else zero
-                o0[j] = (tf[np.uint64(j) * ul + uk] + rw0 * prev[j]) * abs(s0)
+                s = v[j]
+                rw = r if s < zero else zero
+                o[j] = (u[j] + rw * prev[j]) * abs(s)
             kk += 1
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _lod_back_row(cur, done, inv, coupled_inv, r):
     """Back substitution of one row from its finished neighbour, for many lines at once.
 
@@ -516,27 +485,30 @@ def _lod_back_row(cur, done, inv, coupled_inv, r):
         cur[j] = cur[j] + rw * abs(inv[j]) * done[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _lod_step_jit(c, out, retain, gain, inv_x_t, inv_y, meet, r):
     ny, nx = c.shape
-    n_bands, _, nl = inv_x_t.shape
+    n_bands, nxp, nl = inv_x_t.shape
     half = n_bands // 2
     m = half * nl
     zero = c.dtype.type(0.0)
-    tiles = np.empty((2, nx, nl), c.dtype)
+    tiles = np.empty((2, nxp * nl), c.dtype)
+    # band buffers: a row stride that is not a multiple of 4 KB keeps the 16 rows, read
+    # together by the x solve, in different L1 sets
+    rows = np.empty((2, nl, nxp + _LOD_ROW_PAD), c.dtype)
     edge = np.empty((2, nx), c.dtype)          # rows m - 1 and m after elimination
     # each half is one task: bands top-down above m, bottom-up from m on
     for t in prange(2):
         if t == 0:
             for b in range(half):
                 _lod_band(c, out, retain, gain, inv_x_t[b], inv_y, r, b * nl, nl, tiles[0],
-                          True)
+                          rows[0], True)
             if m > 0:
                 edge[0] = out[m - 1]
         else:
             for b in range(n_bands - 1, half - 1, -1):
                 _lod_band(c, out, retain, gain, inv_x_t[b], inv_y, r, b * nl,
-                          min(nl, ny - b * nl), tiles[1], False)
+                          min(nl, ny - b * nl), tiles[1], rows[1], False)
             edge[1] = out[m]
     # solve the 2x2 system of rows m - 1 and m per column, then back-substitute outwards;
     # both tasks compute x_m the same way from the saved edge rows, each writes its own row
@@ -570,13 +542,17 @@ def _lod_step_jit(c, out, retain, gain, inv_x_t, inv_y, meet, r):
 
 
 def lod_step_ref(c, out, retain, gain, r, inv_x_t, inv_y, meet):
-    """Plain-numpy twin of :func:`lod_step` (same arguments), vectorised across lines."""
+    """Plain-numpy twin of :func:`lod_step` (same arguments), vectorised across lines.
+
+    Same operations in the same order; the kernel fuses multiply-adds, so the two differ by
+    rounding only.
+    """
     ny, nx = c.shape
     r = c.dtype.type(r)
     zero = c.dtype.type(0.0)
-    n_bands, _, lines = inv_x_t.shape
+    n_bands, nxp, lines = inv_x_t.shape
     m = (n_bands // 2) * lines
-    signed_x = inv_x_t.transpose(0, 2, 1).reshape(-1, nx)[:ny]
+    signed_x = inv_x_t.transpose(0, 2, 1).reshape(-1, nxp)[:ny, :nx]
     ix, wx = np.abs(signed_x), np.where(signed_x < 0, r, zero)
     iy, wy = np.abs(inv_y), np.where(inv_y < 0, r, zero)
     u = retain * c + gain
