@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -73,10 +74,19 @@ class Engine:
         replicate: replicate index (independent random streams per replicate).
         modules: biology module classes to consider (default ``marrow_abm.biology.MODULES``);
             each is used when its ``applies(scenario)`` is true.
+        n_threads: numba threads for every phase of a step (default 1, the safe choice when
+            other processes share the cores: docs/performance.md). Results are bitwise the
+            same for any thread count. ``None`` keeps numba's current setting.
     """
 
     def __init__(self, scenario: Scenario, seed: int | None = None, replicate: int = 0,
-                 modules: tuple[type[BiologyModule], ...] = MODULES):
+                 modules: tuple[type[BiologyModule], ...] = MODULES,
+                 n_threads: int | None = 1):
+        if n_threads is not None and (isinstance(n_threads, bool)
+                                      or not isinstance(n_threads, int) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+        #: numba threads while stepping (capped at numba's pool size, NUMBA_NUM_THREADS).
+        self.n_threads = n_threads
         self.scenario = scenario
         run = scenario.data["run"]
         self.seed = int(run["seed"] if seed is None else seed)
@@ -92,7 +102,7 @@ class Engine:
         solver = scenario.data["solver"]
         self.fields = FieldSet(self.geometry.labels, self.geometry.dx_um, self.dt_h,
                                field_specs(scenario), method=solver["method"],
-                               dtype=solver["dtype"])
+                               dtype=solver["dtype"], n_threads=n_threads)
         dtype = np.dtype(solver["dtype"])
         shape = self.geometry.labels.shape
         #: Per-field source (concentration/h) and uptake-rate (1/h) arrays, rebuilt every step.
@@ -164,12 +174,18 @@ class Engine:
     # -- stepping ------------------------------------------------------------------------------
     def step(self) -> None:
         """Advance one agent step of ``dt_h`` hours through every phase, timing each."""
-        for name, fns in self.phases:
-            c0, w0 = time.process_time(), time.perf_counter()
-            for fn in fns:
-                fn()
-            self.phase_cpu_s[name] += time.process_time() - c0
-            self.phase_wall_s[name] += time.perf_counter() - w0
+        previous = numba.get_num_threads()
+        if self.n_threads is not None:
+            numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            for name, fns in self.phases:
+                c0, w0 = time.process_time(), time.perf_counter()
+                for fn in fns:
+                    fn()
+                self.phase_cpu_s[name] += time.process_time() - c0
+                self.phase_wall_s[name] += time.perf_counter() - w0
+        finally:
+            numba.set_num_threads(previous)
         self.step_index += 1
         self.time_h = self.step_index * self.dt_h
 

@@ -77,7 +77,7 @@ class NicheDynamicsModule(BiologyModule):
         sig["leukemic_density"] = nl / 8.0
         sig["burden"] = np.full(rows.size, S.burden(eng))
         for z, m in S.zone_maps(eng).items():
-            sig[z] = m[vox]
+            sig[z] = m[vox].astype(np.float64)
         sig["cytarabine"] = np.full(rows.size, getattr(eng, "cytarabine_mg_per_l", 0.0))
         if kind == "blc":
             r2 = cells["tgfbr2"][rows]
