@@ -205,3 +205,138 @@ def test_missing_behaviours_table_is_a_scenario_error(tmp_path):
                   'psmad_active_threshold = 0.5\n')
     with pytest.raises(ScenarioError, match=r"behaviours"):
         load_scenario(str(sc))
+
+
+# -- fused rule kernels (issue 7): twins, and the same bits as the unfused path ------------------
+
+def _fused_case(n=4000, seed=0, kind="lsc"):
+    """The AML rules of ``kind`` as a table, and a random signal matrix with many zeros (so both
+    the base-value shortcut and the Hill terms are exercised) and some negative values."""
+    import marrow_abm.schemas.aml  # noqa: F401  (registers the AML vocabulary)
+    from marrow_abm.rules import scenario_rules
+
+    rs = scenario_rules(load_scenario("aml_progression"))
+    names = sorted(rs.signals_needed(kind) | {"contact_blc"})
+    behs = list(rs.bases[kind])
+    rng = np.random.default_rng(seed)
+    sig = rng.random((len(names), n)) * 2.0 - 0.1
+    sig[rng.random(sig.shape) < 0.4] = 0.0
+    sig[names.index("contact_blc")] = rng.integers(0, 3, n) * (rng.random(n) < 0.3)
+    sig[names.index("bound")] = rng.random(n) < 0.2
+    return rs, names, behs, rs.table(kind, behs, names), sig, rng
+
+
+def _unfused(rs, names, kind, behs, sig, idx):
+    """Each behaviour through ``RuleSet.evaluate`` (the unfused production path)."""
+    d = {s: sig[j][idx] for j, s in enumerate(names)}
+    return {b: rs.evaluate(kind, b, d, len(idx)) for b in behs}
+
+
+def _p(rate, dt=1.0):
+    return 1.0 - np.exp(-np.asarray(rate) * dt)
+
+
+@pytest.mark.parametrize("kind", ["lsc", "blast"])
+def test_rule_table_values_are_bit_identical_to_evaluate(kind):
+    from marrow_abm.kernels.hill import behaviour_value, behaviour_value_ref
+
+    rs, names, behs, tab, sig, _ = _fused_case(300, 1, kind)
+    idx = np.arange(sig.shape[1])
+    ref = _unfused(rs, names, kind, behs, sig, idx)
+    for j, b in enumerate(behs):
+        got = np.array([behaviour_value(tab, j, sig, i) for i in idx])
+        assert np.array_equal(got, ref[b]), b                     # bit for bit
+        np.testing.assert_allclose(behaviour_value_ref(tab, j, sig, idx), ref[b], rtol=1e-12)
+        # evaluate_at on a subset gives the same bits as evaluate on all
+        sub = idx[::3]
+        d = {s: sig[k] for k, s in enumerate(names)}
+        assert np.array_equal(rs.evaluate_at(kind, b, d, sub), ref[b][sub]), b
+    with pytest.raises(ValueError, match="not in the signal matrix"):
+        rs.table(kind, behs, ["contact_blc"])
+
+
+def test_fused_adhesion_and_death_match_unfused_path_and_twins():
+    rs, names, behs, tab, sig, rng = _fused_case()
+    b = {x: j for j, x in enumerate(behs)}
+    n = sig.shape[1]
+    idx = np.arange(n)
+    ref = _unfused(rs, names, "lsc", behs, sig, idx)
+    bound = rng.random(n) < 0.3
+    u = rng.random(n)
+    contact = names.index("contact_blc")
+    outs = []
+    for kern in (K.adhesion_step, K.adhesion_step_ref):
+        sec, nb = np.empty(n), np.empty(n, bool)
+        kern(sig, tab, b["tgfb_secretion_per_h"], b["adhesion_per_h"], b["detachment_per_h"],
+             contact, bound, u, 0.7, 1.0, sec, nb)
+        outs.append((sec, nb))
+    touching = sig[contact] > 0
+    let_go = bound & (~touching | (u < _p(ref["detachment_per_h"])))
+    bind = ~bound & touching & (u < _p(ref["adhesion_per_h"] * 0.7))
+    assert np.array_equal(outs[0][0], ref["tgfb_secretion_per_h"])
+    assert np.array_equal(outs[0][1], (bound & ~let_go) | bind)
+    assert np.array_equal(outs[0][1], outs[1][1])
+    assert outs[0][1][bound & touching].any() and not outs[0][1][bound & ~touching].any()
+
+    phase = rng.integers(0, 3, n).astype(np.int8)
+    sig[names.index("cytarabine")] = np.where(rng.random(n) < 0.5, 0.0, 2.0)  # S-phase killing
+    ref = _unfused(rs, names, "lsc", behs, sig, idx)
+    hazard = ref["death_per_h"] + np.where(phase == 2, ref["s_phase_death_per_h"], 0.0)
+    u = rng.random(n) * 0.5
+    dies = [np.empty(n, bool), np.empty(n, bool)]
+    K.death_step(phase, sig, tab, b["death_per_h"], b["s_phase_death_per_h"], u, 1.0, dies[0])
+    K.death_step_ref(phase, sig, tab, b["death_per_h"], b["s_phase_death_per_h"], u, 1.0,
+                     dies[1])
+    assert np.array_equal(dies[0], u < _p(hazard)) and np.array_equal(dies[0], dies[1])
+    assert dies[0][phase == 2].mean() > 5 * dies[0][phase != 2].mean() > 0
+
+
+def test_fused_cycle_and_move_match_unfused_path_and_twins():
+    rs, names, behs, tab, sig, rng = _fused_case(seed=2)
+    b = {x: j for j, x in enumerate(behs)}
+    n = sig.shape[1]
+    idx = np.sort(rng.choice(n, n // 2, replace=False))      # survivors of the death step
+    ref = _unfused(rs, names, "lsc", behs, sig, idx)
+    phase = rng.integers(0, 3, idx.size).astype(np.int8)
+    u = rng.random(idx.size)
+    exp_phase, exp_div = np.empty_like(phase), np.empty(idx.size, bool)
+    K.cycle_transitions(phase, _p(ref["g0_entry_per_h"]), _p(ref["g0_exit_per_h"]),
+                        _p(ref["g1_exit_per_h"]), _p(ref["division_per_h"]), u, exp_phase,
+                        exp_div)
+    args = (idx, phase, sig, tab, b["g0_entry_per_h"], b["g0_exit_per_h"], b["g1_exit_per_h"],
+            b["division_per_h"], u, 1.0)
+    for kern in (K.cycle_step, K.cycle_step_ref):
+        ph, dv = np.empty_like(phase), np.empty(idx.size, bool)
+        kern(*args, ph, dv)
+        assert np.array_equal(ph, exp_phase) and np.array_equal(dv, exp_div)
+    assert len(set(zip(phase.tolist(), exp_phase.tolist()))) >= 6 and exp_div.any()
+
+    bound = rng.random(idx.size) < 0.3
+    u2 = rng.random((2, idx.size))
+    wants = ~bound & (u2[0] < _p(ref["migration_per_h"]))
+    chemo = wants & (u2[1] < ref["chemotaxis_opn"] * 0.5)
+    for kern in (K.move_choice, K.move_choice_ref):
+        w, c = np.empty(idx.size, bool), np.empty(idx.size, bool)
+        kern(idx, bound, sig, tab, b["migration_per_h"], b["chemotaxis_opn"], u2, 0.5, 1.0, w, c)
+        assert np.array_equal(w, wants) and np.array_equal(c, chemo)
+    assert chemo.any() and (wants & ~chemo).any()
+
+
+def test_blc_neighbour_map_matches_census_and_twin():
+    rng = np.random.default_rng(5)
+    ny, nx = 30, 23
+    t = CellTable((ny, nx))
+    vox = rng.choice(ny * nx, 400, replace=False)
+    t.add("blc", vox[:60])
+    t.add("lsc", vox[60:])
+    t.kill(np.array([3, 7]))                                   # dead BLC do not count
+    got, twin = np.zeros(ny * nx, np.uint8), np.zeros(ny * nx, np.uint8)
+    live_blc = t["voxel"][t.rows_of("blc")]
+    K.neighbour_count_map(live_blc, nx, ny, got)
+    K.neighbour_count_map_ref(live_blc, nx, ny, twin)
+    assert np.array_equal(got, twin)
+    rows = t.rows_of("lsc")
+    nb, nm, nl = (np.empty(rows.size) for _ in range(3))
+    K.neighbour_census(t["voxel"][rows], t.occupant, t["kind"], t["alive"], nx, ny, KINDS["blc"],
+                       KINDS["msc"], KINDS["lsc"], KINDS["blast"], nb, nm, nl)
+    assert np.array_equal(got[t["voxel"][rows]].astype(np.float64), nb) and nb.max() >= 2

@@ -32,7 +32,18 @@ import pandas as pd
 
 from ..cells import KINDS
 from ..geometry import MARROW
-from ..kernels.leukemia import G0, G1, SG2M, cycle_transitions, move_cells, place_daughters
+from ..kernels.leukemia import (
+    G0,
+    G1,
+    SG2M,
+    adhesion_step,
+    cycle_step,
+    death_step,
+    move_cells,
+    move_choice,
+    neighbour_count_map,
+    place_daughters,
+)
 from ..rules import scenario_rules
 from . import aml_signals as S
 from . import interventions as iv
@@ -60,7 +71,16 @@ class LeukemiaModule(BiologyModule):
         cells.add_column("bound", np.bool_, fill=False)
         cells.add_column("divisions_left", np.int16, fill=0)
         cells.add_column("tgfb_secretion_per_h", np.float64, fill=0.0)
-        self._beh: dict[str, dict[str, np.ndarray]] = {}
+        self._beh: dict[str, _KindStep] = {}
+        #: Per kind: the signals some rule reads, plus BLC contact (the adhesion step reads it),
+        #: in the order of the rows of the signal matrix the fused kernels are given.
+        self._sig_names = {k: sorted(self.rules.signals_needed(k) | {"contact_blc"})
+                           for k in LEUKEMIC_KINDS}
+        #: Per kind: every behaviour's rules as one table (``RuleSet.table``), and the row of
+        #: each behaviour in it.
+        self._tables = {k: self.rules.table(k, list(self.rules.bases[k]), self._sig_names[k])
+                        for k in LEUKEMIC_KINDS}
+        self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
         engine.cytarabine_mg_per_l = 0.0
         self._place()
 
@@ -102,29 +122,77 @@ class LeukemiaModule(BiologyModule):
         k = cells["kind"]
         return np.flatnonzero(((k == KINDS["lsc"]) | (k == KINDS["blast"])) & cells["alive"])
 
-    def signals(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Every signal a leukemic cell of ``kind`` can sense, for the given rows."""
+    def signals(self, kind: str, rows: np.ndarray,
+                names: set[str] | None = None) -> dict[str, np.ndarray]:
+        """The signals a leukemic cell of ``kind`` senses, for the given rows.
+
+        Args:
+            kind: ``lsc`` or ``blast``.
+            rows: cell rows.
+            names: only these signals (default: every signal it can sense). ``apply_rules``
+                asks for the ones its rules read, so zone maps, burden and fields no rule reads
+                are not gathered every step.
+        """
         eng = self.engine
         data, t = eng.scenario.data, eng.time_h
         cells = eng.cells
+
+        def want(name: str) -> bool:
+            return names is None or name in names
+
         vox = cells["voxel"][rows]
-        block = iv.strength(data, "opn_receptor_block", t)
-        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names}
-        sig["opn"] = sig["opn"] * (1.0 - block)      # the receptor is how OPN is sensed
-        nb, nm, nl = S.census(eng, rows)
-        if iv.active(data, "transwell", t) is not None:
-            nb = np.zeros_like(nb)
-        sig["contact_blc"], sig["contact_msc"] = nb, nm
-        sig["leukemic_density"] = nl / 8.0
-        sig["bound"] = cells["bound"][rows].astype(np.float64)
-        sig["burden"] = np.full(rows.size, S.burden(eng))
-        for z, m in S.zone_maps(eng).items():
-            sig[z] = m[vox]
-        sig["cytarabine"] = np.full(rows.size, eng.cytarabine_mg_per_l)
+        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names
+                                      if want(f)}
+        if "opn" in sig:
+            block = iv.strength(data, "opn_receptor_block", t)
+            sig["opn"] = sig["opn"] * (1.0 - block)      # the receptor is how OPN is sensed
+        if want("contact_msc") or want("leukemic_density"):
+            nb, nm, nl = S.census(eng, rows)
+            for name, value in (("contact_blc", nb), ("contact_msc", nm),
+                                ("leukemic_density", nl / 8.0)):
+                if want(name):
+                    sig[name] = value
+        elif want("contact_blc"):
+            sig["contact_blc"] = self._blc_contacts(vox)
+        if "contact_blc" in sig and iv.active(data, "transwell", t) is not None:
+            sig["contact_blc"] = np.zeros_like(sig["contact_blc"])
+        if want("bound"):
+            sig["bound"] = cells["bound"][rows].astype(np.float64)
+        if want("burden"):
+            sig["burden"] = np.full(rows.size, S.burden(eng))
+        if any(want(z) for z in S.ZONE_SIGNALS):
+            for z, m in S.zone_maps(eng).items():
+                if want(z):
+                    sig[z] = m[vox].astype(np.float64)
+        if want("cytarabine"):
+            sig["cytarabine"] = np.full(rows.size, eng.cytarabine_mg_per_l)
         return sig
 
+    def behaviours(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every behaviour of ``kind`` for the given rows, from their current signals, through
+        ``RuleSet.evaluate`` (for inspection and tests: the phases evaluate the same rules in
+        fused kernels, which give the same bits, tested)."""
+        sig = self.signals(kind, rows, set(self._sig_names[kind]))
+        return {b: self.rules.evaluate(kind, b, sig, rows.size) for b in self.rules.bases[kind]}
+
+    def _blc_contacts(self, vox: np.ndarray) -> np.ndarray:
+        """Living BLC among the 8 neighbours of each voxel (float64 0–8): the census's count,
+        from a map of BLC neighbourhoods built from the few BLC (``neighbour_count_map``)."""
+        eng = self.engine
+        cells = eng.cells
+        ny, nx = eng.geometry.labels.shape
+        counts = np.zeros(ny * nx, dtype=np.uint8)
+        neighbour_count_map(cells["voxel"][cells.rows_of("blc")], nx, ny, counts)
+        return counts[vox].astype(np.float64)
+
     def apply_rules(self) -> None:
-        """Behaviours of every LSC and blast; adhesion and detachment; TGF-β1 secretion."""
+        """Behaviours of every LSC and blast; adhesion and detachment; TGF-β1 secretion.
+
+        The signals some rule reads are gathered once into a matrix kept for the ``cycle`` and
+        ``move`` phases (``_KindStep``); each fused kernel then evaluates a behaviour only for
+        the cells whose step uses it, which gives the values, draws and outcomes of evaluating
+        every behaviour for every cell.
+        """
         eng = self.engine
         data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
         cells = eng.cells
@@ -132,20 +200,23 @@ class LeukemiaModule(BiologyModule):
         block = iv.strength(data, "opn_receptor_block", t)
         for kind in LEUKEMIC_KINDS:
             rows = cells.rows_of(kind)
-            sig = self.signals(kind, rows)
-            beh = {b: self.rules.evaluate(kind, b, sig, rows.size)
-                   for b in self.rules.bases[kind]}
-            beh["rows"] = rows
-            self._beh[kind] = beh
-            # The secretion block acts when secreting, so the column stays the cell's behaviour.
-            cells["tgfb_secretion_per_h"][rows] = beh["tgfb_secretion_per_h"]
-            # Adhesion to BLC (MODEL.md hypothesis 2): needs a BLC beside the cell.
-            touching = sig["contact_blc"] > 0
-            bound = cells["bound"][rows]
-            u = rng.random(rows.size)
-            let_go = bound & (~touching | (u < _p(beh["detachment_per_h"], dt)))
-            bind = ~bound & touching & (u < _p(beh["adhesion_per_h"] * (1.0 - block), dt))
-            bound = (bound & ~let_go) | bind
+            n = rows.size
+            names = self._sig_names[kind]
+            sig = self.signals(kind, rows, set(names))
+            mat = np.empty((len(names), n))
+            for j, name in enumerate(names):
+                mat[j] = sig[name]
+            self._beh[kind] = _KindStep(rows, mat)
+            b = self._b[kind]
+            u = rng.random(n)
+            secretion = np.empty(n)
+            bound = np.empty(n, dtype=np.bool_)
+            # Adhesion to BLC (MODEL.md hypothesis 2): needs a BLC beside the cell. The
+            # secretion block acts when secreting, so the column stays the cell's behaviour.
+            adhesion_step(mat, self._tables[kind], b["tgfb_secretion_per_h"], b["adhesion_per_h"],
+                          b["detachment_per_h"], names.index("contact_blc"), cells["bound"][rows],
+                          u, 1.0 - block, dt, secretion, bound)
+            cells["tgfb_secretion_per_h"][rows] = secretion
             cells["bound"][rows] = bound
 
     def cycle(self) -> None:
@@ -153,34 +224,35 @@ class LeukemiaModule(BiologyModule):
         eng = self.engine
         cells = eng.cells
         lk = eng.scenario.data["leukemia"]
-        dt = eng.dt_h
         ny, nx = eng.geometry.labels.shape
         new_lsc: list[np.ndarray] = []
         new_blast: list[tuple[np.ndarray, np.ndarray]] = []
         free = S.free_map(eng)
         for kind in LEUKEMIC_KINDS:
-            beh = self._beh.get(kind)
-            if beh is None or beh["rows"].size == 0:
+            st = self._beh.get(kind)
+            if st is None or st.rows.size == 0:
                 continue
-            rows = beh["rows"]
+            rows = st.rows
+            n = rows.size
+            tab, b = self._tables[kind], self._b[kind]
             rng_d = eng.streams[f"{kind}.death"]
             rng_c = eng.streams[f"{kind}.cycle"]
             rng_p = eng.streams[f"{kind}.division"]
             phase = cells["phase"][rows]
-            hazard = beh["death_per_h"] + np.where(phase == SG2M, beh["s_phase_death_per_h"], 0.0)
-            dies = rng_d.random(rows.size) < _p(hazard, dt)
+            dies = np.empty(n, dtype=np.bool_)
+            death_step(phase, st.sig, tab, b["death_per_h"], b["s_phase_death_per_h"],
+                       rng_d.random(n), eng.dt_h, dies)
             cells.kill(rows[dies])
             free[cells["voxel"][rows[dies]]] = 1
-            keep = ~dies
+            keep = np.flatnonzero(~dies)
             rows = rows[keep]
             phase = phase[keep]
+            m = rows.size
             new_phase = np.empty_like(phase)
-            divide = np.empty(rows.size, dtype=np.bool_)
-            cycle_transitions(phase, _p(beh["g0_entry_per_h"][keep], dt),
-                              _p(beh["g0_exit_per_h"][keep], dt),
-                              _p(beh["g1_exit_per_h"][keep], dt),
-                              _p(beh["division_per_h"][keep], dt),
-                              rng_c.random(rows.size), new_phase, divide)
+            divide = np.empty(m, dtype=np.bool_)
+            cycle_step(keep, phase, st.sig, tab, b["g0_entry_per_h"], b["g0_exit_per_h"],
+                       b["g1_exit_per_h"], b["division_per_h"], rng_c.random(m), eng.dt_h,
+                       new_phase, divide)
             cells["phase"][rows] = new_phase
             drows = rows[divide]
             if kind == "blast":
@@ -221,23 +293,25 @@ class LeukemiaModule(BiologyModule):
     def move(self) -> None:
         """Unbound leukemic cells step into free neighbouring voxels (OPN chemotaxis)."""
         eng = self.engine
-        data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
+        data, t = eng.scenario.data, eng.time_h
         cells = eng.cells
         block = iv.strength(data, "opn_receptor_block", t)
         rng = eng.streams["leukemia.move"]
-        rows_all, wants_all, chemo_all = [], [], []
+        rows_all, chemo_all = [], []
         for kind in LEUKEMIC_KINDS:
-            beh = self._beh.get(kind)
-            if beh is None or beh["rows"].size == 0:
+            st = self._beh.get(kind)
+            if st is None or st.rows.size == 0:
                 continue
-            rows = beh["rows"]
-            live = cells["alive"][rows]
-            rows = rows[live]
+            b = self._b[kind]
+            live = np.flatnonzero(cells["alive"][st.rows])
+            rows = st.rows[live]
             u = rng.random((2, rows.size))
-            wants = ~cells["bound"][rows] & (u[0] < _p(beh["migration_per_h"][live], dt))
-            chemo = u[1] < beh["chemotaxis_opn"][live] * (1.0 - block)
+            wants = np.empty(rows.size, dtype=np.bool_)
+            chemo = np.empty(rows.size, dtype=np.bool_)
+            move_choice(live, cells["bound"][rows], st.sig, self._tables[kind],
+                        b["migration_per_h"], b["chemotaxis_opn"], u, 1.0 - block, eng.dt_h,
+                        wants, chemo)
             rows_all.append(rows[wants])
-            wants_all.append(np.ones(int(wants.sum()), dtype=np.bool_))
             chemo_all.append(chemo[wants])
         if not rows_all:
             return
@@ -246,17 +320,20 @@ class LeukemiaModule(BiologyModule):
             return
         order = rng.permutation(rows.size)
         rows = rows[order]
-        wants = np.concatenate(wants_all)[order]
         chemo = np.concatenate(chemo_all)[order]
         ny, nx = eng.geometry.labels.shape
-        opn = np.ascontiguousarray(eng.fields.values["opn"].ravel(), dtype=np.float64)
+        opn = self._opn_flat()
         new = np.empty(rows.size, dtype=np.int64)
-        move_cells(cells["voxel"][rows], wants, chemo, opn, S.free_map(eng), nx, ny,
-                   rng.random(rows.size), new)
+        move_cells(cells["voxel"][rows], np.ones(rows.size, dtype=np.bool_), chemo, opn,
+                   S.free_map(eng), nx, ny, rng.random(rows.size), new)
         old = cells["voxel"][rows]
         cells.occupant[old] = -1
         cells["voxel"][rows] = new
         cells.occupant[new] = rows
+
+    def _opn_flat(self) -> np.ndarray:
+        """The OPN field as a flat float64 array (a view when it already is one)."""
+        return np.ascontiguousarray(self.engine.fields.values["opn"].ravel(), dtype=np.float64)
 
     # -- observation ---------------------------------------------------------------------------
     def snapshot(self) -> pd.DataFrame:
@@ -332,6 +409,21 @@ class LeukemiaModule(BiologyModule):
             "burden": burden, "frac_normal": frac_normal,
             "cytarabine_mg_per_l": lambda: np.full(len(z.names), eng.cytarabine_mg_per_l),
         }
+
+
+class _KindStep:
+    """One kind's cells at the ``rules`` phase of the current step and their signals, which the
+    ``cycle`` and ``move`` phases read (behaviours are evaluated there, for the cells that need
+    them).
+
+    Attributes:
+        rows: cell rows of the kind at the ``rules`` phase.
+        sig: (k, rows.size) signal matrix, rows in ``LeukemiaModule._sig_names[kind]`` order.
+    """
+
+    def __init__(self, rows: np.ndarray, sig: np.ndarray):
+        self.rows = rows
+        self.sig = sig
 
 
 def find_module(engine, cls):

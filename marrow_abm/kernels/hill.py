@@ -65,3 +65,66 @@ def hill_behaviour_ref(base, up_sig, up_half, up_pow, up_max, dn_sig, dn_half, d
     d = _multivariate(dn_sig, dn_half, dn_pow)
     out[:] = b + (dn_min - b) * d
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A rule table: every behaviour of one kind, for kernels that need several behaviours per cell
+
+@njit(cache=True, inline="always")
+def behaviour_value(tab, b, sig, i):
+    """Behaviour ``b`` of cell ``i`` from a rule table (``RuleSet.table``) and a signal matrix.
+
+    The same operations in the same order as ``hill_behaviour`` for that cell, so the same bits
+    (tested): fused kernels call this instead of running ``hill_behaviour`` once per behaviour.
+
+    Args:
+        tab: (B, 5 + 6W) rule table: per behaviour base, n_up, up saturation, n_down, down
+            saturation, then W (signal row, half-max, power) up triples and W down triples.
+        b: behaviour row in the table.
+        sig: (k, n) signal matrix (signal units).
+        i: cell column in ``sig``.
+    """
+    down = 5 + (tab.shape[1] - 5) // 2
+    x = 0.0
+    for r in range(int(tab[b, 1])):
+        c = 5 + 3 * r
+        s = sig[int(tab[b, c]), i]
+        if s > 0.0:
+            x += (s / tab[b, c + 1]) ** tab[b, c + 2]
+    b0 = tab[b, 0]
+    v = b0 + (tab[b, 2] - b0) * (x / (1.0 + x))
+    y = 0.0
+    for r in range(int(tab[b, 3])):
+        c = down + 3 * r
+        s = sig[int(tab[b, c]), i]
+        if s > 0.0:
+            y += (s / tab[b, c + 1]) ** tab[b, c + 2]
+    return v + (tab[b, 4] - v) * (y / (1.0 + y))
+
+
+@njit(cache=True, inline="always")
+def behaviour_active(tab, b, sig, i):
+    """Whether some signal of behaviour ``b``'s rules is positive for cell ``i``. If not, every
+    Hill term is 0 and ``behaviour_value`` is the base value exactly (b0 + (M − b0)·0, then
+    b + (m − b)·0), so a caller may use a quantity computed once from the base value."""
+    down = 5 + (tab.shape[1] - 5) // 2
+    for r in range(int(tab[b, 1])):
+        if sig[int(tab[b, 5 + 3 * r]), i] > 0.0:
+            return True
+    for r in range(int(tab[b, 3])):
+        if sig[int(tab[b, down + 3 * r]), i] > 0.0:
+            return True
+    return False
+
+
+def behaviour_value_ref(tab, b, sig, idx):
+    """Plain-numpy twin of ``behaviour_value`` for the cells ``idx`` at once."""
+    w = (tab.shape[1] - 5) // 6
+    k_up, k_dn = int(tab[b, 1]), int(tab[b, 3])
+    up = tab[b, 5:5 + 3 * w].reshape(w, 3)[:k_up]
+    dn = tab[b, 5 + 3 * w:].reshape(w, 3)[:k_dn]
+    out = np.empty(len(idx))
+    hill_behaviour_ref(np.full(len(idx), tab[b, 0]), sig[up[:, 0].astype(np.int64)][:, idx],
+                       up[:, 1], up[:, 2], tab[b, 2], sig[dn[:, 0].astype(np.int64)][:, idx],
+                       dn[:, 1], dn[:, 2], tab[b, 4], out)
+    return out

@@ -12,8 +12,12 @@ Cycle phases: 0 = G0 (Ki67-), 1 = G1, 2 = S-G2-M.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from .hill import behaviour_active, behaviour_value, behaviour_value_ref
 
 G0, G1, SG2M = 0, 1, 2
 _DY = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)
@@ -78,6 +82,38 @@ def neighbour_census_ref(voxels, occupant, kind, alive, nx, ny, code_blc, code_m
         out_blc += c == code_blc
         out_msc += c == code_msc
         out_leuk += (c == code_lsc) | (c == code_blast)
+
+
+@njit(cache=True)
+def neighbour_count_map(voxels, nx, ny, out_map):
+    """Add 1 on each lattice voxel of the 8 Moore neighbours of each given voxel.
+
+    With the voxels of the living BLC, ``out_map[v]`` is then the number of BLC among the
+    neighbours of v: what ``neighbour_census`` counts for a cell on v, from one read per cell
+    instead of 8 scattered look-ups into the cell table (BLC are a few hundred, cells many).
+
+    Args:
+        voxels: (m,) flat voxels (one cell each).
+        nx, ny: lattice shape.
+        out_map: (ny*nx,) uint8 counts, incremented (start from zeros).
+    """
+    for i in range(voxels.shape[0]):
+        y0 = voxels[i] // nx
+        x0 = voxels[i] % nx
+        for k in range(8):
+            y = y0 + _DY[k]
+            x = x0 + _DX[k]
+            if 0 <= y < ny and 0 <= x < nx:
+                out_map[y * nx + x] += 1
+
+
+def neighbour_count_map_ref(voxels, nx, ny, out_map):
+    """Numpy twin of ``neighbour_count_map``."""
+    y0, x0 = voxels // nx, voxels % nx
+    for dy, dx in zip(_DY, _DX):
+        y, x = y0 + dy, x0 + dx
+        ok = (y >= 0) & (y < ny) & (x >= 0) & (x < nx)
+        np.add.at(out_map, (y * nx + x)[ok], 1)
 
 
 @njit(cache=True)
@@ -261,3 +297,195 @@ def move_cells_ref(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
         free[v] = 1
         free[target] = 0
         out_voxel[i] = target
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused rule steps: behaviours (rule table, ``RuleSet.table``), per-step probabilities and the
+# decision of each cell in one pass. Each cell is independent (uniforms drawn beforehand, one
+# output element per cell), so the loops run on numba's threads with the same results. A probability is 1 - exp(-r dt), the expression of
+# ``biology.leukemia._p``; numba's exp and numpy's are libm's exp here, elementwise (tested bit
+# for bit against the unfused path). Behaviour indices ``b_*`` are rows of the table.
+
+@njit(cache=True, inline="always")
+def _prob(rate, dt_h):
+    return 1.0 - math.exp(-rate * dt_h)
+
+
+@njit(cache=True, inline="always")
+def _base_probs(tab, dt_h):
+    """Per-step probability of every behaviour's base rate (row b of the table)."""
+    out = np.empty(tab.shape[0])
+    for b in range(tab.shape[0]):
+        out[b] = _prob(tab[b, 0], dt_h)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _rate_prob(tab, p_base, b, sig, i, dt_h):
+    """Per-step probability of rate behaviour ``b`` for cell ``i``. A cell none of whose rule
+    signals is positive has the base rate exactly (``behaviour_active``), so its probability is
+    ``p_base[b]``, the same expression on the same value computed once per call."""
+    if behaviour_active(tab, b, sig, i):
+        return _prob(behaviour_value(tab, b, sig, i), dt_h)
+    return p_base[b]
+
+
+@njit(cache=True, parallel=True)
+def adhesion_step(sig, tab, b_secretion, b_adhesion, b_detachment, contact_row, bound, u,
+                  adhesion_factor, dt_h, out_secretion, out_bound):
+    """TGF-β1 secretion behaviour, then letting go of or binding to BLC (MODEL.md hyp. 2).
+
+    A bound cell lets go when no BLC touches it, else with p(detachment); an unbound cell
+    touching a BLC binds with p(adhesion × ``adhesion_factor``). One uniform per cell.
+
+    Args:
+        sig: (k, n) signals of the n cells; row ``contact_row`` is the BLC contact count.
+        tab: rule table; b_*: its rows for the three behaviours.
+        bound: (n,) bool bound flags before the step.
+        u: (n,) uniforms.
+        adhesion_factor: 1 − OPN-receptor block.
+        dt_h: step (h).
+        out_secretion: (n,) TGF-β1 secretion behaviour, written.
+        out_bound: (n,) bool bound flags after the step, written.
+    """
+    p_base = _base_probs(tab, dt_h)
+    for i in prange(bound.shape[0]):
+        out_secretion[i] = behaviour_value(tab, b_secretion, sig, i)
+        touching = sig[contact_row, i] > 0
+        if bound[i]:
+            if touching:
+                out_bound[i] = not (u[i] < _rate_prob(tab, p_base, b_detachment, sig, i,
+                                                      dt_h))
+            else:
+                out_bound[i] = False
+        elif touching:
+            out_bound[i] = u[i] < _prob(behaviour_value(tab, b_adhesion, sig, i)
+                                        * adhesion_factor, dt_h)
+        else:
+            out_bound[i] = False
+
+
+def adhesion_step_ref(sig, tab, b_secretion, b_adhesion, b_detachment, contact_row, bound, u,
+                      adhesion_factor, dt_h, out_secretion, out_bound):
+    """Numpy twin of ``adhesion_step``."""
+    everyone = np.arange(bound.shape[0])
+    out_secretion[:] = behaviour_value_ref(tab, b_secretion, sig, everyone)
+    touching = sig[contact_row] > 0
+    p_det = 1.0 - np.exp(-behaviour_value_ref(tab, b_detachment, sig, everyone) * dt_h)
+    p_adh = 1.0 - np.exp(-behaviour_value_ref(tab, b_adhesion, sig, everyone)
+                         * adhesion_factor * dt_h)
+    let_go = bound & (~touching | (u < p_det))
+    bind = ~bound & touching & (u < p_adh)
+    out_bound[:] = (bound & ~let_go) | bind
+
+
+@njit(cache=True, parallel=True)
+def death_step(phase, sig, tab, b_death, b_s_death, u, dt_h, out_dies):
+    """Death in any phase, plus S-phase-specific death in S-G2-M (the hazards add).
+
+    Args:
+        phase: (n,) int8 phases; sig, tab: as for ``adhesion_step``.
+        b_death, b_s_death: table rows of ``death_per_h`` and ``s_phase_death_per_h``.
+        u: (n,) uniforms.
+        out_dies: (n,) bool, written.
+    """
+    p_base = _base_probs(tab, dt_h)
+    # Both hazards at their base rates (no positive rule signal): computed once.
+    p_base_sg2m = _prob(tab[b_death, 0] + tab[b_s_death, 0], dt_h)
+    for i in prange(phase.shape[0]):
+        if phase[i] != 2:
+            # The unfused hazard is death + 0.0, which is death exactly.
+            out_dies[i] = u[i] < _rate_prob(tab, p_base, b_death, sig, i, dt_h)
+        elif behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_s_death, sig, i):
+            out_dies[i] = u[i] < _prob(behaviour_value(tab, b_death, sig, i)
+                                       + behaviour_value(tab, b_s_death, sig, i), dt_h)
+        else:
+            out_dies[i] = u[i] < p_base_sg2m
+
+
+def death_step_ref(phase, sig, tab, b_death, b_s_death, u, dt_h, out_dies):
+    """Numpy twin of ``death_step``."""
+    everyone = np.arange(phase.shape[0])
+    hazard = behaviour_value_ref(tab, b_death, sig, everyone) + np.where(
+        phase == 2, behaviour_value_ref(tab, b_s_death, sig, everyone), 0.0)
+    out_dies[:] = u < 1.0 - np.exp(-hazard * dt_h)
+
+
+@njit(cache=True, parallel=True)
+def cycle_step(idx, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide, u, dt_h, out_phase,
+               out_divide):
+    """``cycle_transitions`` with the probabilities computed from the rules in the same pass,
+    each only in the phase that reads it.
+
+    Args:
+        idx: (m,) columns of ``sig`` of the cells (the survivors of ``death_step``).
+        phase: (m,) int8 phases of those cells.
+        sig, tab: as for ``adhesion_step``.
+        b_enter, b_exit, b_g1_exit, b_divide: table rows of G0 entry, G0 exit, G1 exit and
+            division rates.
+        u: (m,) uniforms.
+        out_phase: (m,) int8 new phase, written.
+        out_divide: (m,) bool, written True where the cell divides.
+    """
+    p_base = _base_probs(tab, dt_h)
+    for j in prange(idx.shape[0]):
+        i = idx[j]
+        ph = phase[j]
+        out_divide[j] = False
+        if ph == 0:
+            out_phase[j] = 1 if u[j] < _rate_prob(tab, p_base, b_exit, sig, i, dt_h) else 0
+        elif ph == 1:
+            pe = _rate_prob(tab, p_base, b_enter, sig, i, dt_h)
+            if u[j] < pe:
+                out_phase[j] = 0
+            elif u[j] < pe + (1.0 - pe) * _rate_prob(tab, p_base, b_g1_exit, sig, i, dt_h):
+                out_phase[j] = 2
+            else:
+                out_phase[j] = 1
+        else:
+            if u[j] < _rate_prob(tab, p_base, b_divide, sig, i, dt_h):
+                out_divide[j] = True
+                out_phase[j] = 1
+            else:
+                out_phase[j] = 2
+
+
+def cycle_step_ref(idx, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide, u, dt_h,
+                   out_phase, out_divide):
+    """Numpy twin of ``cycle_step`` (through ``cycle_transitions_ref``)."""
+    p = [1.0 - np.exp(-behaviour_value_ref(tab, b, sig, idx) * dt_h)
+         for b in (b_enter, b_exit, b_g1_exit, b_divide)]
+    cycle_transitions_ref(phase, *p, u, out_phase, out_divide)
+
+
+@njit(cache=True, parallel=True)
+def move_choice(idx, bound, sig, tab, b_migration, b_chemotaxis, u, chemotaxis_factor, dt_h,
+                out_wants, out_chemo):
+    """Which cells move this step, and which of those follow the OPN gradient.
+
+    An unbound cell moves with p(migration); a mover follows OPN with probability
+    ``chemotaxis_opn`` × ``chemotaxis_factor`` (1 − OPN-receptor block).
+
+    Args:
+        idx: (m,) columns of ``sig`` of the cells.
+        bound: (m,) bool bound flags.
+        sig, tab: as for ``adhesion_step``; b_*: table rows.
+        u: (2, m) uniforms (row 0 decides moving, row 1 chemotaxis).
+        out_wants, out_chemo: (m,) bool, written (``out_chemo`` False where not moving).
+    """
+    p_base = _base_probs(tab, dt_h)
+    for j in prange(idx.shape[0]):
+        i = idx[j]
+        wants = (not bound[j]) and u[0, j] < _rate_prob(tab, p_base, b_migration, sig, i, dt_h)
+        out_wants[j] = wants
+        out_chemo[j] = wants and (u[1, j] < behaviour_value(tab, b_chemotaxis, sig, i)
+                                  * chemotaxis_factor)
+
+
+def move_choice_ref(idx, bound, sig, tab, b_migration, b_chemotaxis, u, chemotaxis_factor, dt_h,
+                    out_wants, out_chemo):
+    """Numpy twin of ``move_choice``."""
+    p = 1.0 - np.exp(-behaviour_value_ref(tab, b_migration, sig, idx) * dt_h)
+    out_wants[:] = ~bound & (u[0] < p)
+    out_chemo[:] = out_wants & (u[1] < behaviour_value_ref(tab, b_chemotaxis, sig, idx)
+                                * chemotaxis_factor)
