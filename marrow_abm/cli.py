@@ -239,11 +239,36 @@ class _RunDisplay:
 
 
 def cmd_run(args, con: Console) -> int:
-    from .batch import expand_points, parse_sweep_arg, run_batch
+    from .batch import LocalPool, limit_own_thread_pools, local_process_count
 
     err = Console(stderr=True, highlight=False)
     if args.threads is not None and args.threads < 1:
         raise MarrowError(f"--threads must be >= 1 (got {args.threads})")
+    # This process computes runs too: size its numba/BLAS pools as a worker's (spinning idle
+    # pool threads slow the other processes), then start the workers before anything else so
+    # that they import the engine while this process resolves the scenarios.
+    limit_own_thread_pools(args.threads or 1)
+    pool = None
+    # Only for what is surely a batch of several runs: one run needs no worker (a scenario's
+    # own [sweep] table is seen later, and run_batch then starts the workers itself).
+    several = args.replicates > 1 or len(args.scenario) > 1 or bool(args.sweep)
+    n_processes = local_process_count(args.workers)
+    if args.scheduler is None and several and n_processes > 1:
+        pool = LocalPool(n_processes, args.threads or 1)
+    try:
+        return _run(args, con, err, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+        if args.argv is None:   # the command itself (not main() called by a test or script)
+            from .batch import fast_exit
+
+            fast_exit()
+
+
+def _run(args, con: Console, err: Console, pool) -> int:
+    from .batch import expand_points, parse_sweep_arg, run_batch
+
     sweeps = [parse_sweep_arg(text) for text in (args.sweep or [])]
     keys = [k for k, _ in sweeps]
     if len(set(keys)) != len(keys):
@@ -255,12 +280,13 @@ def cmd_run(args, con: Console) -> int:
     points, seed = expand_points(args.scenario, sets, sweeps, args.seed)
     display = _RunDisplay(con, err, args.quiet, args.verbose)
     try:
-        result = run_batch(points, args.replicates, args.out, seed=seed, workers=args.workers,
+        result = run_batch(points, args.replicates, args.out, seed=seed,
+                           workers=None if pool is not None else args.workers,
                            scheduler=args.scheduler, snapshot_every_h=args.snapshot_every,
                            threads=args.threads or 1, force=args.force,
                            command=["marrow-abm", *(sys.argv[1:] if args.argv is None
                                                     else args.argv)],
-                           listener=display)
+                           listener=display, pool=pool)
     except KeyboardInterrupt:
         display.stop()
         err.print(f"interrupted: finished runs are kept in {args.out}; run the same command "
@@ -305,14 +331,52 @@ def cmd_report(args, con: Console) -> int:
 
 
 # -- bench ------------------------------------------------------------------------------------
-def cmd_bench(args, con: Console) -> int:
-    from .bench import print_bench, run_bench
+def _int_list(text: str | None, what: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in str(text).split(","))
+    except ValueError:
+        raise MarrowError(f"{what} must be comma-separated integers (got {text!r})") from None
 
-    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else (256, 1024, 2048)
-    if any(s < 8 for s in sizes):
-        raise MarrowError(f"--sizes must be grid edges >= 8 (got {args.sizes})")
-    result = run_bench(sizes=sizes, threads=args.threads, json_path=args.json)
-    print_bench(result)
+
+def cmd_bench(args, con: Console) -> int:
+    threads = _int_list(args.threads, "--threads")
+    if threads is not None and any(t < 1 for t in threads):
+        raise MarrowError(f"--threads must be >= 1 (got {args.threads})")
+    report: dict = {}
+    if args.mesa:
+        # H2's idiomatic-Mesa comparison; imported lazily (it imports Mesa)
+        from .bench_mesa import print_mesa_comparison, run_mesa_comparison
+
+        kw = {"threads": threads} if threads else {}
+        report["mesa"] = run_mesa_comparison(**kw)
+        print_mesa_comparison(report["mesa"])
+    if args.model:
+        from .bench_model import DEFAULT_SIZES, print_model_bench, run_model_bench
+
+        sizes = _int_list(args.sizes, "--sizes") or DEFAULT_SIZES
+        if any(s < 5 or s % 2 == 0 for s in sizes):
+            raise MarrowError(f"--model --sizes must be odd lattice sides >= 5 (got {args.sizes})")
+        report["model"] = run_model_bench(
+            scenarios=tuple(args.scenario or ("aml_progression",)), sizes=sizes,
+            steps=args.steps, warmup=args.warmup, threads=threads or (1,))
+        print_model_bench(report["model"], con)
+    if not (args.model or args.mesa):
+        from .bench import print_bench, run_bench
+
+        sizes = _int_list(args.sizes, "--sizes") or (256, 1024, 2048)
+        if any(s < 8 for s in sizes):
+            raise MarrowError(f"--sizes must be grid edges >= 8 (got {args.sizes})")
+        if threads is not None and len(threads) != 1:
+            raise MarrowError("--threads takes one number for the field kernels")
+        result = run_bench(sizes=sizes, threads=threads[0] if threads else None,
+                           json_path=args.json)
+        print_bench(result)
+    elif args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     if args.json:
         con.print(f"Wrote {args.json}")
     return 0
@@ -364,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(adds to the scenario's [sweep] table)")
     sp.add_argument("--out", required=True, metavar="DIR", help="batch folder")
     sp.add_argument("--workers", "-j", type=int, default=None, metavar="K",
-                    help="local worker processes (default: every core; 1 runs in this process)")
+                    help="local processes computing runs, this one included (default: every "
+                         "core; 1 runs everything in this process)")
     sp.add_argument("--scheduler", metavar="ADDRESS",
                     help="run on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786")
     sp.add_argument("--snapshot-every", type=float, metavar="H",
@@ -384,9 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("bench", help="measure the field kernels against numpy and the memory-bandwidth bound")
-    sp.add_argument("--sizes", help="comma-separated grid edges (default 256,1024,2048)")
-    sp.add_argument("--threads", type=int, default=None, help="numba threads (default 1)")
+    sp.add_argument("--sizes", help="comma-separated grid edges (default 256,1024,2048; with "
+                    "--model odd lattice sides of the femur section, default 145,501,1001)")
+    sp.add_argument("--threads", default=None, metavar="N[,M]",
+                    help="numba threads (default 1); --model and --mesa take a list, e.g. 1,2")
     sp.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    sp.add_argument("--model", action="store_true",
+                    help="whole-model step: time per phase, memory, linear fit over >= 4 sizes")
+    sp.add_argument("--scenario", action="append", metavar="NAME",
+                    help="scenario for --model (repeatable; default aml_progression)")
+    sp.add_argument("--steps", type=int, default=5, help="--model: timed steps per size")
+    sp.add_argument("--warmup", type=int, default=2, help="--model: untimed steps first")
+    sp.add_argument("--mesa", action="store_true",
+                    help="LSC rules idiomatically in Mesa beside ours (cell-steps per second)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("claims", help="run the claims of MODEL.md section 9 over replicates and "

@@ -24,7 +24,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -101,6 +101,15 @@ def atomic_path(target: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _run_info_json(info: dict) -> str:
+    return json.dumps(_jsonable(info))
+
+
+def stored_run_info(info: dict) -> dict:
+    """A run's info as ``BatchFolder.run_info`` reads it back from its part (JSON types)."""
+    return json.loads(_run_info_json(info))
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
@@ -270,7 +279,7 @@ class BatchFolder:
             write_bytes_atomic(self.snapshot_path(point_id, replicate), snapshot)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         meta = dict(table.schema.metadata or {})
-        meta[RUN_INFO_KEY] = json.dumps(_jsonable(info)).encode()
+        meta[RUN_INFO_KEY] = _run_info_json(info).encode()
         table = table.replace_schema_metadata(meta)
         with atomic_path(self.part_path(point_id, replicate)) as tmp:
             pq.write_table(table, tmp)
@@ -293,11 +302,21 @@ class BatchFolder:
         meta = pq.read_schema(self.part_path(point_id, replicate)).metadata or {}
         return json.loads(meta.get(RUN_INFO_KEY, b"{}"))
 
-    def combine(self, runs: Sequence[tuple[str, int]], points: Sequence[Point]) -> pd.DataFrame:
-        """The parts of ``runs`` as one frame, in batch order whatever order they finished in."""
+    def combine(self, runs: Sequence[tuple[str, int]], points: Sequence[Point],
+                frames: Mapping[tuple[str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+        """The parts of ``runs`` as one frame, in batch order whatever order they finished in.
+
+        Args:
+            runs: ``(point_id, replicate)`` of each run, in batch order.
+            points: the batch's points (for the category orders and swept columns).
+            frames: records already in memory, by run (the frames just written as parts);
+                the other runs are read from their parts. Either gives the same result.
+        """
         from .geometry import REPORT_ZONES
 
-        frames = [pd.read_parquet(self.part_path(pid, rep)) for pid, rep in runs]
+        in_memory = frames or {}
+        frames = [in_memory[key].copy() if key in in_memory
+                  else pd.read_parquet(self.part_path(*key)) for key in runs]
         if not frames:
             return pd.DataFrame(columns=["scenario", "point", "replicate", "seed", "time_h",
                                          "zone"])

@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marrow_abm.batch import expand_points, parse_sweep_arg, run_batch, summarise
+from marrow_abm.batch import (
+    LocalPool,
+    expand_points,
+    parse_sweep_arg,
+    run_batch,
+    summarise,
+)
 from marrow_abm.cli import main
 from marrow_abm.errors import MarrowError, ScenarioError
 
@@ -228,6 +234,7 @@ def test_batch_identical_serial_local_processes_and_dask(tmp_path):
     points, seed = expand_points(["default"], TINY, [("zones.d_endo_um", [40.0, 60.0])])
     run_batch(points, 2, tmp_path / "serial", seed=seed, workers=1)
     run_batch(points, 2, tmp_path / "local", seed=seed, workers=2)
+    run_batch(points, 2, tmp_path / "spawned", seed=seed, pool=LocalPool(2, run_here=False))
     with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         code = main(["run", "default", *_sets(TINY), "--sweep", "zones.d_endo_um=40,60",
@@ -236,10 +243,33 @@ def test_batch_identical_serial_local_processes_and_dask(tmp_path):
     assert code == 0
     ref = _data(tmp_path / "serial")
     assert len(ref) == 2 * 2 * 2 * 5
-    for other in ("local", "dask"):
+    for other in ("local", "spawned", "dask"):
         pd.testing.assert_frame_equal(_data(tmp_path / other), ref, check_exact=True)
-    hosts = json.loads((tmp_path / "local" / "manifest.json").read_text())["runs"]
-    assert len({r["pid"] for r in hosts}) == 2          # really ran on two processes
+    for other in ("local", "spawned"):
+        a, b = (pd.read_csv(tmp_path / d / "summary.csv") for d in ("serial", other))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    # How runs spread over this process and the workers depends on the machine's load; with
+    # run_here=False every run was computed in a spawned worker.
+    runs = json.loads((tmp_path / "spawned" / "manifest.json").read_text())["runs"]
+    assert len(runs) == 4 and os.getpid() not in {r["pid"] for r in runs}
+
+
+def test_local_pool_runs_what_a_dead_worker_left(tmp_path):
+    points, seed = expand_points(["default"], TINY)
+    pool = LocalPool(1, run_here=False)          # one spawned worker, this process dispatches
+    (proc,) = pool._procs
+    os.kill(proc.pid, signal.SIGKILL)            # dies before it asks for a run
+    result = run_batch(points, 3, tmp_path, seed=seed, pool=pool)
+    assert result.ok and result.n_ran == 3
+    runs = json.loads((tmp_path / "manifest.json").read_text())["runs"]
+    assert {r["pid"] for r in runs} == {os.getpid()}
+    assert not proc.is_alive()
+
+
+def test_local_pool_with_more_processes_than_runs_finishes(tmp_path):
+    points, seed = expand_points(["default"], TINY)
+    result = run_batch(points, 1, tmp_path, seed=seed, pool=LocalPool(3))
+    assert result.ok and result.n_ran == 1
 
 
 def test_cli_resume_after_killed_batch(tmp_path):
@@ -287,3 +317,16 @@ def test_cli_verbose_prints_a_line_per_run_and_quiet_prints_nothing(tmp_path, ca
     assert main([*base, "--out", str(tmp_path / "q"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_cli_two_workers_match_serial_and_leave_no_process(tmp_path):
+    import multiprocessing
+
+    base = ["run", "default", *_sets(TINY), "--replicates", "3", "--quiet"]
+    assert main([*base, "--workers", "1", "--out", str(tmp_path / "serial")]) == 0
+    assert main([*base, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    pd.testing.assert_frame_equal(_data(tmp_path / "two"), _data(tmp_path / "serial"),
+                                  check_exact=True)
+    man = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert man["executor"] == "2 local processes (this one and 1 spawned)"
+    assert multiprocessing.active_children() == []      # the worker was stopped and reaped
