@@ -35,7 +35,7 @@ class Plan:
     days: float          # niche-phase runs (A1, A2, A5, A6)
     progression_days: float
     chemo_start_day: float
-    chemo_days: float    # total length of chemotherapy runs
+    chemo_days: float    # total length of chemotherapy runs (chemo start + 5 days + follow-up)
     a6_scenarios: tuple[str, ...]   # the broken links tested in A6
     chemo_replicates: int   # A7 pairs
     dose_replicates: int    # per TGF-β1 dose (A4 dose-response, BLC only: little noise)
@@ -49,11 +49,17 @@ A6_SCENARIOS = A6_LINKS[:1] + ("aml_tgfb_blockade",) + A6_LINKS[1:]
 
 QUICK = Plan(("geometry.marrow_radius_um=250", "geometry.cortex_thickness_um=60",
               "run.record_every_h=24"), replicates=6, days=10.0, progression_days=16.0,
-             chemo_start_day=10.0, chemo_days=20.0, a6_scenarios=A6_LINKS,
-             chemo_replicates=6, dose_replicates=2)
+             chemo_start_day=10.0, chemo_days=35.0, a6_scenarios=A6_LINKS,
+             chemo_replicates=8, dose_replicates=2)
 FULL = Plan(("run.record_every_h=24",), replicates=8, days=14.0, progression_days=28.0,
-            chemo_start_day=14.0, chemo_days=35.0, a6_scenarios=A6_SCENARIOS,
-            chemo_replicates=10, dose_replicates=3)
+            chemo_start_day=14.0, chemo_days=40.0, a6_scenarios=A6_SCENARIOS,
+            chemo_replicates=12, dose_replicates=3)
+
+#: Haematological relapse: leukemic cells ≥ 5% of marrow cells after chemotherapy, the ELN
+#: definition (bone-marrow blasts ≥ 5% after complete remission; Döhner et al. 2017 Blood
+#: 129:424, unchanged in ELN 2022). Here the fraction of the section's marrow voxels holding an
+#: LSC or blast (the ``burden`` metric of the whole section).
+RELAPSE_BURDEN = 0.05
 
 
 def simulate(name: str, overrides: tuple[str, ...], replicate: int, days: float,
@@ -185,8 +191,11 @@ def _mwu_greater(a, b) -> float:
 
 # ---------------------------------------------------------------------------------------------
 
+CLAIMS = ("A1", "A2", "A3", "A4", "A5", "A6", "A7")
+
+
 def run(out_dir: Path, *, quick: bool = False, workers: int = 1,
-        overrides: Sequence[str] = ()) -> list[ClaimResult]:
+        overrides: Sequence[str] = (), claims: Sequence[str] | None = None) -> list[ClaimResult]:
     """Simulate, test A1–A7, write figures into ``out_dir``; one ClaimResult per claim.
 
     Args:
@@ -196,7 +205,14 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 1,
         overrides: ``--set`` strings applied to every scenario after the plan's own (so they win
             over e.g. its ``geometry.marrow_radius_um``) and before each arm's interventions;
             used for the sensitivity runs (zone widths, section size, ``run.seed``).
+        claims: the claim ids to test (default all); only their simulations are run, e.g.
+            ``("A7",)`` to re-check the chemotherapy claim alone.
     """
+    want = set(CLAIMS if claims is None else claims)
+    if not want or want - set(CLAIMS):
+        from ..errors import MarrowError
+        raise MarrowError(f"unknown AML claim(s) {sorted(want - set(CLAIMS))}; "
+                          f"available: {', '.join(CLAIMS)}")
     plan = QUICK if quick else FULL
     plan = replace(plan, overrides=plan.overrides + tuple(overrides))
     out_dir = Path(out_dir)
@@ -219,31 +235,37 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 1,
         keys.append(key)
         jobs.append(job)
 
+    niche = (("aml_transwell", "aml_no_blc") if "A5" in want else ()) + (
+        plan.a6_scenarios if "A6" in want else ())
     for r in reps:
-        add(("prog", r), "aml_progression", ov, r, plan.progression_days, (plan.days,))
-        for name in ("aml_transwell", "aml_no_blc", *plan.a6_scenarios):
+        if want & {"A1", "A2", "A3", "A4", "A5", "A6"}:
+            add(("prog", r), "aml_progression", ov, r, plan.progression_days, (plan.days,))
+        for name in niche:
             add((name, r), name, ov, r, plan.days, ())
     # Both chemotherapy arms split from one untreated leukemia when the first treatment starts.
     arms = (("aml_chemo", chemo_ov[len(ov):]), ("aml_chemo_plus_tgfb_blockade", comb_ov[len(ov):]))
-    for r in range(plan.chemo_replicates):
+    for r in range(plan.chemo_replicates if "A7" in want else 0):
         add(("arms", r), "arms", "aml_progression", arms, ov, r, plan.chemo_start_day - 3,
             plan.chemo_days, (plan.chemo_start_day, plan.chemo_start_day + 5))
-    for dose in doses:
+    for dose in doses if "A4" in want else ():
         for r in range(plan.dose_replicates):
             add(("dose", dose, r), "aml_progression",
                 dose_ov + (f"interventions.tgfb_supplement.source_per_h={dose}",), r, 4.0, ())
     results = dict(zip(keys, _run_many(jobs, workers)))
-    for r in range(plan.chemo_replicates):
+    for r in range(plan.chemo_replicates if "A7" in want else 0):
         results[("chemo", r)], results[("combo", r)] = results.pop(("arms", r))
-    prog = {r: results[("prog", r)] for r in reps}
-    out = [
-        _a1(prog, plan), _a2(prog, plan), _a3(prog, plan, out_dir), _a4(prog, plan, results, doses),
-        _a5(prog, results, plan, out_dir), _a6(prog, results, plan, out_dir),
-        _a7(results, plan, out_dir),
-    ]
-    _figure_g0(prog, out_dir, out[0])
-    _figure_distance(prog, plan, out_dir, out[1])
-    return out
+    prog = {r: results[("prog", r)] for r in reps if ("prog", r) in results}
+    tests = {"A1": lambda: _a1(prog, plan), "A2": lambda: _a2(prog, plan),
+             "A3": lambda: _a3(prog, plan, out_dir), "A4": lambda: _a4(prog, plan, results, doses),
+             "A5": lambda: _a5(prog, results, plan, out_dir),
+             "A6": lambda: _a6(prog, results, plan, out_dir),
+             "A7": lambda: _a7(results, plan, out_dir)}
+    out = {c: tests[c]() for c in CLAIMS if c in want}
+    if "A1" in out:
+        _figure_g0(prog, out_dir, out["A1"])
+    if "A2" in out:
+        _figure_distance(prog, plan, out_dir, out["A2"])
+    return list(out.values())
 
 
 def _a1(prog, plan) -> ClaimResult:
@@ -400,48 +422,98 @@ def _a6(prog, results, plan, out_dir) -> ClaimResult:
          **st}, [fig])
 
 
+def relapse_day(df: pd.DataFrame, after_day: float, end_day: float,
+                threshold: float = RELAPSE_BURDEN) -> tuple[float, bool]:
+    """Days from ``after_day`` to haematological relapse, and whether it was observed.
+
+    Relapse is the first record at or after ``after_day`` (the end of chemotherapy) at which the
+    whole section's leukemic burden reaches ``threshold`` (``RELAPSE_BURDEN``, the ELN 5%). A
+    section still at or above it when chemotherapy ends never went into remission and counts as
+    relapsing at once (0 days). A run that stays below it is censored at ``end_day``: the
+    follow-up is the same for every run, so a censored time is later than every observed one.
+
+    Args:
+        df: one run's records (``Engine.records()``).
+        after_day: end of chemotherapy (day).
+        end_day: end of follow-up (day).
+        threshold: leukemic fraction of marrow voxels that counts as relapse.
+
+    Returns:
+        (days from ``after_day`` to relapse or to the end of follow-up, relapse observed).
+    """
+    a = df[(df.zone == "all") & (df.time_h >= after_day * 24 - 1e-9)
+           & (df.time_h <= end_day * 24 + 1e-9)]
+    hit = a.loc[a["burden"] >= threshold, "time_h"]
+    if len(hit):
+        return float(hit.iloc[0]) / 24.0 - after_day, True
+    return end_day - after_day, False
+
+
+def _logrank_later(t_a, seen_a, t_b, seen_b) -> float:
+    """One-sided log-rank p that arm b relapses later than arm a (censored times allowed)."""
+    def data(t, seen):
+        t, seen = np.asarray(t, float), np.asarray(seen, bool)
+        return stats.CensoredData(uncensored=t[seen], right=t[~seen])
+    if not (np.any(seen_a) or np.any(seen_b)):
+        return 1.0
+    return float(stats.logrank(data(t_a, seen_a), data(t_b, seen_b),
+                               alternative="greater").pvalue)
+
+
 def _a7(results, plan, out_dir) -> ClaimResult:
-    t0, t1 = plan.chemo_start_day, plan.chemo_start_day + 5
-    reps = [k[1] for k in results if k[0] == "chemo"]
-    g0_before, g0_after, endo_before, endo_after, relapse = [], [], [], [], []
-    lsc_chemo, lsc_combo, end_chemo, end_combo = [], [], [], []
+    t0, t1, end = plan.chemo_start_day, plan.chemo_start_day + 5, plan.chemo_days
+    reps = sorted(k[1] for k in results if k[0] == "chemo")
+    g0_before, g0_after, endo_before, endo_after = [], [], [], []
+    lsc_chemo, lsc_combo = [], []
+    rel = {"chemo": ([], []), "combo": ([], [])}
     for r in reps:
-        df, snaps = results[("chemo", r)]
+        snaps = results[("chemo", r)][1]
         for snap, g0s, endos in ((snaps[t0], g0_before, endo_before),
                                  (snaps[t1], g0_after, endo_after)):
             lsc = snap[snap.kind == "lsc"]
             g0s.append(float(lsc["g0"].mean()) if len(lsc) else np.nan)
             endos.append(float((lsc["zone"] == "endosteal").mean()) if len(lsc) else np.nan)
-        a = df[df.zone == "all"].set_index("time_h")
-        relapse.append(a["n_leukemic"].iloc[-1] > a.loc[a.index >= t1 * 24, "n_leukemic"].iloc[0])
         lsc_chemo.append(len(snaps[t1].query("kind == 'lsc'")))
-        end_chemo.append(a["n_leukemic"].iloc[-1])
-        dfc, snc = results[("combo", r)]
-        lsc_combo.append(len(snc[t1].query("kind == 'lsc'")))
-        end_combo.append(dfc[dfc.zone == "all"]["n_leukemic"].iloc[-1])
+        lsc_combo.append(len(results[("combo", r)][1][t1].query("kind == 'lsc'")))
+        for tag in rel:
+            day, seen = relapse_day(results[(tag, r)][0], t1, end)
+            rel[tag][0].append(day)
+            rel[tag][1].append(seen)
+    (t_chemo, seen_chemo), (t_combo, seen_combo) = rel["chemo"], rel["combo"]
     p_g0 = _wilcoxon_greater(g0_after, g0_before)
     p_endo = _wilcoxon_greater(endo_after, endo_before)
     p_surv = _wilcoxon_greater(lsc_chemo, lsc_combo)
-    p_relapse = _wilcoxon_greater(end_chemo, end_combo)
-    ok = (p_g0 < ALPHA and p_endo < ALPHA and all(relapse) and p_surv < ALPHA
-          and p_relapse < ALPHA)
+    # Paired over replicates (both arms split from one leukemia); a censored time is the common
+    # end of follow-up, later than any observed one, so each pair's sign is known, and a pair
+    # censored in both arms is a tie (dropped by the signed-rank test).
+    p_delay = _wilcoxon_greater(t_combo, t_chemo)
+    p_logrank = _logrank_later(t_chemo, seen_chemo, t_combo, seen_combo)
+    ok = (p_g0 < ALPHA and p_endo < ALPHA and all(seen_chemo) and p_surv < ALPHA
+          and p_delay < ALPHA)
     fig = out_dir / "aml_chemo.png"
-    _plot_chemo(results, fig, t0, t1)
+    _plot_chemo(results, fig, t0, t1, rel)
     return ClaimResult(
         "A7", "After chemotherapy survivors are enriched for G0 and endosteal LSC and relapse; "
         "adding a niche blockade leaves fewer survivors and delays relapse", ok,
         f"one-sided Wilcoxon signed-rank over paired replicates, p < {ALPHA}: LSC G0 fraction "
-        "and endosteal share after vs before chemotherapy; surviving LSC and final leukemic "
-        "count, chemo alone vs chemo + TGF-β1 neutralisation; leukemic cells grow after "
-        "chemotherapy in every replicate",
+        "and endosteal share after vs before chemotherapy; surviving LSC, chemo alone vs chemo + "
+        "TGF-β1 neutralisation; time from the end of chemotherapy to relapse (leukemic cells "
+        f"≥ {RELAPSE_BURDEN:.0%} of marrow, ELN; censored at {end - t1:g} days of follow-up), "
+        "combination later than chemo alone; every chemo-alone replicate relapses within "
+        "follow-up (log-rank p reported alongside)",
         {"lsc_g0_before": float(np.nanmean(g0_before)), "lsc_g0_after": float(np.nanmean(g0_after)),
          "p_g0": p_g0, "endosteal_share_before": float(np.nanmean(endo_before)),
          "endosteal_share_after": float(np.nanmean(endo_after)), "p_endosteal": p_endo,
-         "replicates_relapsing": int(sum(relapse)),
          "surviving_lsc_chemo": float(np.mean(lsc_chemo)),
          "surviving_lsc_combined": float(np.mean(lsc_combo)), "p_survivors": p_surv,
-         "final_leukemic_chemo": float(np.mean(end_chemo)),
-         "final_leukemic_combined": float(np.mean(end_combo)), "p_relapse": p_relapse},
+         "replicates_relapsing_chemo": int(sum(seen_chemo)),
+         "replicates_relapsing_combined": int(sum(seen_combo)),
+         "median_days_to_relapse_chemo": float(np.median(t_chemo)),
+         "median_days_to_relapse_combined": float(np.median(t_combo)),
+         "pairs_combined_later": int(np.sum(np.asarray(t_combo) > np.asarray(t_chemo))),
+         "pairs_combined_sooner": int(np.sum(np.asarray(t_combo) < np.asarray(t_chemo))),
+         "p_relapse_delay": p_delay, "p_logrank": p_logrank,
+         "follow_up_days": end - t1, "n_pairs": len(reps)},
         [fig])
 
 
@@ -536,16 +608,29 @@ def _plot_bars(bars, path) -> None:
     plt.close(fig)
 
 
-def _plot_chemo(results, path, t0, t1) -> None:
+def _plot_chemo(results, path, t0, t1, rel) -> None:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for tag, label in (("chemo", "chemotherapy"), ("combo", "chemo + TGF-β1 neutralisation")):
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    arms = (("chemo", "chemotherapy"), ("combo", "chemo + TGF-β1 neutralisation"))
+    for tag, label in arms:
         frames = [v[0] for k, v in results.items() if k[0] == tag]
         _band(ax, frames, "all", "n_lsc", label)
     ax.axvspan(t0, t1, color="grey", alpha=0.2)
     ax.set(xlabel="time after transplant (days)", ylabel="LSC in section (log)", yscale="log",
-           title="LSC through chemotherapy (grey: cytarabine; mean, 95% CI)")
-    ax.legend()
+           title="LSC through chemotherapy (grey: cytarabine)")
+    ax.legend(fontsize=8)
+    for tag, label in arms:
+        t, seen = np.asarray(rel[tag][0], float), np.asarray(rel[tag][1], bool)
+        x, y = np.array([0.0]), np.array([1.0])
+        if seen.any():
+            sf = stats.ecdf(stats.CensoredData(uncensored=t[seen], right=t[~seen])).sf
+            x, y = np.append(x, sf.quantiles), np.append(y, sf.probabilities)
+        # Carry the curve to the end of follow-up, where the censored runs are.
+        x, y = np.append(x, t.max()), np.append(y, y[-1])
+        ax2.step(x, y, where="post", label=label)
+    ax2.set(xlabel="days after the end of chemotherapy", ylabel="relapse-free fraction",
+            ylim=(-0.02, 1.02), title=f"Kaplan–Meier: leukemic ≥ {RELAPSE_BURDEN:.0%} of marrow")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
