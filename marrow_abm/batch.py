@@ -624,13 +624,8 @@ class LocalPool:
             self.close()
 
     def abort(self) -> None:
-        """Stop every worker now (their current runs are lost)."""
-        self._closed = True
-        with self._lock:
-            self._todo.clear()
-        for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
+        """Stop every worker now (their current runs are lost): ``close`` without waiting for
+        results first, which is all ``close`` does anyway, named for the interrupted path."""
         self.close()
 
     def close(self) -> None:
