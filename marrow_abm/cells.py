@@ -6,12 +6,15 @@ Invariants the rest of the engine relies on:
 - rows ``[0, n)`` are in use; a killed cell stays as a row with ``alive = False`` until
   ``compact()``, so per-step kernels can index rows stably within a step;
 - ``compact()`` keeps the surviving rows in their original order (deterministic).
+
+``add`` writes only the base columns and the ones it is given; see the note there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 
 #: Cell kinds and their integer codes. Later biology adds to the vocabulary, never renumbers
@@ -25,6 +28,113 @@ _BASE_COLUMNS: dict[str, np.dtype] = {
     "alive": np.dtype(np.bool_),
     "birth_h": np.dtype(np.float64),
 }
+
+
+# -- kernels (each beside its plain-numpy twin, tested against it) ------------------------------
+
+#: ``claim_voxels`` outcomes.
+CLAIMED, OCCUPIED, REPEATED, OUTSIDE = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, nogil=True)
+def claim_voxels(voxels, rows, occupant):
+    """Write ``occupant[voxels] = rows`` if every voxel is inside the grid, free, and given once.
+
+    One pass: a voxel whose occupant is already one of ``rows`` was given twice. On any failure
+    the voxels claimed so far are released, so ``occupant`` is unchanged.
+
+    Returns:
+        ``CLAIMED``, or ``OCCUPIED`` / ``REPEATED`` / ``OUTSIDE`` for the first bad voxel.
+    """
+    size = occupant.size
+    first = rows[0] if rows.size else 0
+    for i in range(voxels.size):
+        v = voxels[i]
+        code = CLAIMED
+        if v < 0 or v >= size:
+            code = OUTSIDE
+        elif occupant[v] >= first and occupant[v] < first + rows.size:
+            code = REPEATED
+        elif occupant[v] >= 0:
+            code = OCCUPIED
+        if code != CLAIMED:
+            for j in range(i):
+                occupant[voxels[j]] = -1
+            return code
+        occupant[v] = rows[i]
+    return CLAIMED
+
+
+def claim_voxels_numpy(voxels: np.ndarray, rows: np.ndarray, occupant: np.ndarray) -> int:
+    """Plain-numpy twin of ``claim_voxels`` (same result; on failure ``occupant`` unchanged).
+
+    When several voxels are bad, reports the problem of the first bad one, as the kernel does.
+    """
+    size = occupant.size
+    outside = (voxels < 0) | (voxels >= size)
+    inside = np.where(outside, 0, voxels)
+    occupied = ~outside & (occupant[inside] >= 0)
+    _, first_seen = np.unique(inside, return_index=True)
+    repeated = ~outside & ~occupied
+    repeated[first_seen] = False
+    # a repeat of an outside or occupied voxel is reported at that voxel's first occurrence
+    code = np.where(outside, OUTSIDE, np.where(occupied, OCCUPIED,
+                                               np.where(repeated, REPEATED, CLAIMED)))
+    bad = np.flatnonzero(code != CLAIMED)
+    if bad.size:
+        return int(code[bad[0]])
+    occupant[voxels] = rows
+    return CLAIMED
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_into(values, voxels, out):
+    """``out[i] = values[voxels[i]]`` in one pass (a cell reads the field in its voxel)."""
+    for i in range(voxels.size):
+        out[i] = values[voxels[i]]
+
+
+def gather_into_numpy(values: np.ndarray, voxels: np.ndarray, out: np.ndarray) -> None:
+    """Plain-numpy twin of ``gather_into``."""
+    out[:] = values[voxels]
+
+
+@numba.njit(cache=True, nogil=True)
+def compact_column(col, dead, n):
+    """Move the rows of ``col[:n]`` that are not in ``dead`` (sorted row indices, at least one)
+    down over the dead ones, in order, in place; slots from the new end on keep their values.
+
+    Rows before the first dead one are not touched; each run of living rows between two dead
+    ones is one forward copy (the destination is below the source, so forward is safe).
+    """
+    # Unsigned indices: numba then skips its negative-index check and the copy vectorises
+    # (3x faster than signed indices or slice copies, which allocate for overlapping slices).
+    one = numba.uintp(1)
+    dst = numba.uintp(dead[0])
+    for k in range(dead.size):
+        i = numba.uintp(dead[k] + 1)
+        stop = numba.uintp(dead[k + 1] if k + 1 < dead.size else n)
+        while i < stop:
+            col[dst] = col[i]
+            dst += one
+            i += one
+
+
+def compact_column_numpy(col: np.ndarray, dead: np.ndarray, n: int) -> None:
+    """Plain-numpy twin of ``compact_column``."""
+    keep = np.setdiff1d(np.arange(n), dead)
+    col[: keep.size] = col[keep]
+
+
+_WARM: set[np.dtype] = set()
+
+
+def _warm_compact(dtype: np.dtype) -> None:
+    """Compile (or load from numba's cache) ``compact_column`` for a column type when the
+    column is declared, so the first compaction inside a timed step does not pay for it."""
+    if dtype not in _WARM:
+        compact_column(np.zeros(2, dtype=dtype), np.zeros(1, dtype=np.int64), 2)
+        _WARM.add(dtype)
 
 
 class CellTable:
@@ -43,6 +153,8 @@ class CellTable:
             name: np.zeros(self._cap, dtype=dt) for name, dt in _BASE_COLUMNS.items()
         }
         self.occupant = np.full(self.shape[0] * self.shape[1], -1, dtype=np.int64)
+        for col in self._cols.values():
+            _warm_compact(col.dtype)
 
     # -- columns -------------------------------------------------------------------------------
     def add_column(self, name: str, dtype, fill=0) -> None:
@@ -50,6 +162,7 @@ class CellTable:
         if name in self._cols:
             raise ValueError(f"column {name!r} already exists")
         self._cols[name] = np.full(self._cap, fill, dtype=np.dtype(dtype))
+        _warm_compact(self._cols[name].dtype)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -79,26 +192,39 @@ class CellTable:
             **attrs: np.ndarray | float) -> np.ndarray:
         """Add cells of one kind on the given flat voxel indices; returns their row indices.
 
+        Only the base columns and ``attrs`` are written. Any other column of the new rows keeps
+        what its slot held (zeros from growth, or after ``compact()`` the data of a row that was
+        moved down), so give every column the new cells' rules read before they write it.
+
         Raises:
-            ValueError: unknown kind, a voxel already occupied, or a voxel given twice.
+            ValueError: unknown kind, a voxel already occupied, outside the grid or given
+                twice, or an attribute that does not fit (the table is then unchanged).
+            KeyError: an attribute that is not a column.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown cell kind {kind!r}; known: {', '.join(KIND_NAMES)}")
-        voxels = np.asarray(voxels, dtype=np.int64).ravel()
-        if voxels.size and (self.occupant[voxels] >= 0).any():
-            raise ValueError("voxel already occupied: at most one cell per marrow voxel")
-        if np.unique(voxels).size != voxels.size:
-            raise ValueError("the same voxel was given twice")
+        voxels = np.ascontiguousarray(voxels, dtype=np.int64).ravel()
+        unknown = [name for name in attrs if name not in self._cols]
+        if unknown:
+            raise KeyError(f"no column {unknown[0]!r}; add it with add_column")
         start, stop = self.n, self.n + voxels.size
-        self._grow(stop)
         rows = np.arange(start, stop, dtype=np.int64)
-        self._cols["kind"][start:stop] = KINDS[kind]
-        self._cols["voxel"][start:stop] = voxels
-        self._cols["alive"][start:stop] = True
-        self._cols["birth_h"][start:stop] = time_h
-        for name, value in attrs.items():
-            self._cols[name][start:stop] = value
-        self.occupant[voxels] = rows
+        code = claim_voxels(voxels, rows, self.occupant)
+        if code != CLAIMED:
+            raise ValueError({OCCUPIED: "voxel already occupied: at most one cell per marrow voxel",
+                              REPEATED: "the same voxel was given twice",
+                              OUTSIDE: "voxel outside the grid"}[code])
+        try:
+            self._grow(stop)
+            self._cols["kind"][start:stop] = KINDS[kind]
+            self._cols["voxel"][start:stop] = voxels
+            self._cols["alive"][start:stop] = True
+            self._cols["birth_h"][start:stop] = time_h
+            for name, value in attrs.items():
+                self._cols[name][start:stop] = value
+        except BaseException:
+            self.occupant[voxels] = -1     # rows past n are unused: releasing is enough
+            raise
         self.n = stop
         return rows
 
@@ -111,14 +237,19 @@ class CellTable:
         self.occupant[self._cols["voxel"][rows]] = -1
 
     def compact(self) -> None:
-        """Drop dead rows, keeping survivors in order, and rebuild the occupancy map."""
-        keep = np.flatnonzero(self._cols["alive"][: self.n])
-        if keep.size == self.n:
+        """Drop dead rows, keeping survivors in order, and rebuild the occupancy map.
+
+        Rows before the first dead one stay where they are; each later run of living rows moves
+        down in one copy per column (``compact_column``). The slots past the new end keep their
+        old values, as they always have (``add`` relies on nothing else being there).
+        """
+        dead = np.flatnonzero(~self._cols["alive"][: self.n])
+        if dead.size == 0:
             return
         for col in self._cols.values():
-            col[: keep.size] = col[keep]
-        self.n = keep.size
-        self.occupant[:] = -1
+            compact_column(col, dead, self.n)
+        self.n -= dead.size
+        self.occupant.fill(-1)
         self.occupant[self._cols["voxel"][: self.n]] = np.arange(self.n, dtype=np.int64)
 
     # -- queries -------------------------------------------------------------------------------

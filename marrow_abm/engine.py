@@ -16,6 +16,7 @@ in module order. Phases nobody handles are skipped. The core handles:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .biology import MODULES, BiologyModule
-from .cells import KINDS, CellTable
+from .cells import KINDS, CellTable, gather_into
 from .errors import GeometryError, ScenarioError
 from .fields import FieldSet, FieldSpec
 from .geometry import Geometry, build_geometry
@@ -114,29 +115,63 @@ class Engine:
             self.cells.add_column(f"{f}_at", np.float64)
 
         self.modules: list[BiologyModule] = [m(self) for m in modules if m.applies(scenario)]
+        self.recorder = Recorder(self, self._module_metrics())
+
+        self.phases = self._build_phases()
+        self.phase_cpu_s = {name: 0.0 for name, _ in self.phases}
+        self.phase_wall_s = {name: 0.0 for name, _ in self.phases}
+        # Sense once so the t = 0 record sees the initial fields.
+        self._phase_sense()
+        self.recorder.record(self.time_h)
+
+    def _module_metrics(self) -> dict[str, Callable[[], np.ndarray]]:
+        """Every module's metric functions by name (a name defined twice is an error)."""
         extra: dict[str, Callable[[], np.ndarray]] = {}
         for module in self.modules:
             for name, fn in module.metrics().items():
                 if name in extra:
                     raise ValueError(f"metric {name!r} is defined by two modules")
                 extra[name] = fn
-        self.recorder = Recorder(self, extra)
+        return extra
 
-        self.phases: list[tuple[str, list[Callable[[], None]]]] = []
+    def _build_phases(self) -> list[tuple[str, list[Callable[[], None]]]]:
+        """(phase, handlers) in ``PHASE_ORDER``: the core's handler first, then each module's."""
+        phases: list[tuple[str, list[Callable[[], None]]]] = []
         handlers = [m.phase_handlers() for m in self.modules]
         for name in PHASE_ORDER:
             fns = [getattr(self, f"_phase_{name}")] if hasattr(self, f"_phase_{name}") else []
             fns += [h[name] for h in handlers if name in h]
             if fns:
-                self.phases.append((name, fns))
+                phases.append((name, fns))
         unknown = {p for h in handlers for p in h} - set(PHASE_ORDER)
         if unknown:
             raise ValueError(f"modules handle unknown phases {sorted(unknown)}; see PHASE_ORDER")
-        self.phase_cpu_s = {name: 0.0 for name, _ in self.phases}
-        self.phase_wall_s = {name: 0.0 for name, _ in self.phases}
-        # Sense once so the t = 0 record sees the initial fields.
-        self._phase_sense()
-        self.recorder.record(self.time_h)
+        return phases
+
+    def fork(self, scenario: Scenario | None = None) -> Engine:
+        """An independent copy of this running engine, optionally continuing under ``scenario``.
+
+        The copy holds its own tissue, fields, random-stream states, clock, per-phase timers and
+        the records so far; stepping either one never changes the other, and a copy stepped
+        under the same scenario gives exactly the records the original would have. With
+        ``scenario`` the copy reads that scenario from its next step on: it must describe the
+        same tissue (geometry, fields, cell kinds and modules) and may differ in what modules
+        read each step, such as interventions. Used to split one untreated leukemia into
+        treatment arms at the same moment, as a mouse cohort is split, so the arms stay paired
+        and the shared history is simulated once (``marrow_abm.claims.aml``).
+        """
+        new = copy.deepcopy(self)
+        if scenario is not None:
+            new.scenario = scenario
+        # deepcopy rebinds bound methods to the copied objects but copies functions (lambdas,
+        # closures) by reference, so phase handlers and metric functions that are closures
+        # would still act on this engine's modules: ask the copied modules for them again.
+        # A caller may have narrowed the phase list (``bench_mesa`` runs only the cell phases);
+        # the copy keeps the same phases.
+        kept = {name for name, _ in self.phases}
+        new.phases = [(name, fns) for name, fns in new._build_phases() if name in kept]
+        new.recorder = self.recorder.rebind(new, new._module_metrics())
+        return new
 
     # -- core phases ---------------------------------------------------------------------------
     def _phase_secrete(self) -> None:
@@ -157,11 +192,16 @@ class Engine:
         self.fields.step(self.sources, self.uptakes)
 
     def _phase_sense(self) -> None:
+        # One pass per field straight into the column (numpy's gather would allocate a
+        # temporary and copy it); every row, so each column is current for whoever reads it.
         vox = self.cells["voxel"]
         for f in self.fields.names:
-            self.cells[f"{f}_at"][:] = self.fields.values[f].ravel()[vox]
+            gather_into(self.fields.values[f].ravel(), vox, self.cells[f"{f}_at"])
 
     def _phase_remove_dead(self) -> None:
+        # Every step, not only once many rows are dead: a newborn cell's columns that ``add``
+        # is not given keep the old data of its slot, which depends on when the table was last
+        # compacted (CellTable.add), so delaying compaction would change results.
         self.cells.compact()
 
     def _phase_record(self) -> None:
@@ -174,9 +214,13 @@ class Engine:
     # -- stepping ------------------------------------------------------------------------------
     def step(self) -> None:
         """Advance one agent step of ``dt_h`` hours through every phase, timing each."""
+        # get/set_num_threads cost ≈ 6 µs each (they check the pool every time): set only on
+        # a change.
         previous = numba.get_num_threads()
-        if self.n_threads is not None:
-            numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
+        wanted = previous if self.n_threads is None else min(self.n_threads,
+                                                             numba.config.NUMBA_NUM_THREADS)
+        if wanted != previous:
+            numba.set_num_threads(wanted)
         try:
             for name, fns in self.phases:
                 c0, w0 = time.process_time(), time.perf_counter()
@@ -185,12 +229,13 @@ class Engine:
                 self.phase_cpu_s[name] += time.process_time() - c0
                 self.phase_wall_s[name] += time.perf_counter() - w0
         finally:
-            numba.set_num_threads(previous)
+            if wanted != previous:
+                numba.set_num_threads(previous)
         self.step_index += 1
         self.time_h = self.step_index * self.dt_h
 
     def n_steps_for(self, days: float) -> int:
-        return int(round(days * 24.0 / self.dt_h))
+        return round(days * 24.0 / self.dt_h)
 
     def run(self, days: float | None = None, progress: Callable[[int, int], None] | None = None
             ) -> pd.DataFrame:
@@ -222,4 +267,4 @@ def default_fieldset() -> tuple[FieldSet, dict[str, np.ndarray], dict[str, np.nd
     return eng.fields, eng.sources, eng.uptakes
 
 
-__all__ = ["Engine", "PHASE_ORDER", "build_scenario_geometry", "default_fieldset", "field_specs"]
+__all__ = ["PHASE_ORDER", "Engine", "build_scenario_geometry", "default_fieldset", "field_specs"]

@@ -84,6 +84,22 @@ class Recorder:
         self._rows: list[dict[str, np.ndarray]] = []
         self._times: list[float] = []
 
+    def rebind(self, engine: Engine, extra: Mapping[str, Callable[[], np.ndarray]] = ()
+               ) -> Recorder:
+        """A recorder of ``engine`` (a copy of this one's, ``Engine.fork``) with the records so
+        far; ``extra`` are that engine's module metrics, which must be the ones recorded here.
+
+        Raises:
+            ValueError: the metrics differ from this recorder's (the records would not line up).
+        """
+        new = Recorder(engine, extra)
+        if list(new.metrics) != list(self.metrics):
+            raise ValueError("the engine's metrics differ from the recorded ones: "
+                             f"{sorted(set(new.metrics) ^ set(self.metrics))}")
+        # Records are never modified once taken, so the lists are copied, not their arrays.
+        new._rows, new._times = list(self._rows), list(self._times)
+        return new
+
     def _mean_field(self, field: str) -> Callable[[], np.ndarray]:
         return lambda: self.engine.zones.field_mean(self.engine.fields.values[field])
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from marrow_abm import cells as C
 from marrow_abm.cells import KINDS, CellTable
 
 
@@ -55,3 +56,96 @@ def test_cells_rows_of_and_frame():
     assert list(t.rows_of("msc")) == [2]
     df = t.to_frame()
     assert list(df["kind"].astype(str)) == ["blc", "msc", "msc"]
+
+
+# -- kernels against their numpy twins --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_claim_voxels_matches_twin_and_leaves_occupant_unchanged_on_failure(seed):
+    rng = np.random.default_rng(seed)
+    size = 40
+    for _ in range(50):
+        occ = np.full(size, -1, dtype=np.int64)
+        occ[rng.choice(size, 10, replace=False)] = np.arange(10)
+        m = int(rng.integers(0, 12))
+        vox = rng.integers(-2 if seed % 2 else 0, size + (2 if seed % 3 == 0 else 0), m)
+        rows = np.arange(10, 10 + m, dtype=np.int64)
+        a, b = occ.copy(), occ.copy()
+        ca = C.claim_voxels(vox, rows, a)
+        cb = C.claim_voxels_numpy(vox, rows, b)
+        assert ca == cb
+        assert np.array_equal(a, b)
+        if ca != C.CLAIMED:
+            assert np.array_equal(a, occ)
+
+
+def test_cells_add_rejects_voxels_outside_the_grid_and_bad_attributes_unchanged():
+    t = CellTable((3, 3))
+    t.add("msc", [4])
+    before = t.occupant.copy()
+    with pytest.raises(ValueError, match="outside"):
+        t.add("blc", [1, 9])
+    with pytest.raises(ValueError, match="outside"):
+        t.add("blc", [-1])
+    with pytest.raises(ValueError, match="twice"):
+        t.add("blc", [1, 2, 1])
+    with pytest.raises(KeyError, match="no column"):
+        t.add("blc", [1], nonsense=1.0)
+    t.add_column("x", np.float64)
+    with pytest.raises(ValueError):
+        t.add("blc", [1, 2], x=np.zeros(3))      # wrong length: nothing claimed
+    assert np.array_equal(t.occupant, before) and len(t) == 1
+    t.add("blc", [1, 2])                          # the voxels are still free
+    assert list(t.occupant[[1, 2]]) == [1, 2]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int64, np.bool_, np.float64])
+def test_compact_column_matches_twin_and_keeps_the_tail(dtype):
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 100):
+        for _ in range(20):
+            dead = np.flatnonzero(rng.random(n) < 0.3)
+            if dead.size == 0:
+                continue
+            col = rng.integers(0, 100, n + 5).astype(dtype)
+            a, b = col.copy(), col.copy()
+            C.compact_column(a, dead, n)
+            C.compact_column_numpy(b, dead, n)
+            assert np.array_equal(a, b)
+            assert np.array_equal(a[n - dead.size:], col[n - dead.size:])   # tail untouched
+
+
+def test_compact_is_the_fancy_index_compaction_including_the_tail():
+    # compact() must leave exactly what "col[:k] = col[keep]" left, stale tail included,
+    # because CellTable.add does not overwrite columns it is not given (module docstring).
+    rng = np.random.default_rng(5)
+    t = CellTable((30, 30), capacity=16)
+    t.add_column("x", np.float64)
+    t.add("msc", rng.choice(900, 300, replace=False), x=rng.random(300))
+    for _ in range(5):
+        t.kill(rng.choice(t.n, 40))
+        ref = {name: t._cols[name].copy() for name in t.columns}
+        keep = np.flatnonzero(ref["alive"][: t.n])
+        for col in ref.values():
+            col[: keep.size] = col[keep]
+        t.compact()
+        assert t.n == keep.size
+        for name in t.columns:
+            assert np.array_equal(t._cols[name], ref[name]), name
+        occ = np.full(900, -1)
+        occ[t["voxel"]] = np.arange(t.n)
+        assert np.array_equal(t.occupant, occ)
+        free = np.setdiff1d(np.arange(900), t["voxel"])
+        t.add("blc", rng.choice(free, 20, replace=False))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_into_matches_twin(dtype):
+    rng = np.random.default_rng(4)
+    values = rng.random(500).astype(dtype)
+    vox = rng.integers(0, 500, 300)
+    a, b = np.empty(300), np.empty(300)
+    C.gather_into(values, vox, a)
+    C.gather_into_numpy(values, vox, b)
+    assert np.array_equal(a, b) and np.array_equal(a, values[vox].astype(np.float64))

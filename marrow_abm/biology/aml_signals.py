@@ -62,5 +62,15 @@ def burden(engine: Engine) -> float:
 
 
 def free_map(engine: Engine) -> np.ndarray:
-    """uint8 flat map, 1 on marrow voxels without a cell (normal tissue)."""
-    return ((engine.geometry.labels.ravel() == MARROW) & (engine.cells.occupant < 0)).astype(np.uint8)
+    """uint8 flat map, 1 on marrow voxels without a cell (normal tissue).
+
+    It runs twice per step, so the marrow mask is cached on the engine (the labels are fixed
+    for a run) and the bool result is viewed as uint8 (0/1), not converted: two passes over the
+    grid instead of four (faster than a one-pass numba loop, measured).
+    """
+    marrow = getattr(engine, "_aml_marrow_mask", None)
+    if marrow is None:
+        marrow = engine._aml_marrow_mask = engine.geometry.labels.ravel() == MARROW
+    free = engine.cells.occupant < 0
+    free &= marrow
+    return free.view(np.uint8)

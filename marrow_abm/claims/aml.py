@@ -92,36 +92,6 @@ def simulate(name: str, overrides: tuple[str, ...], replicate: int, days: float,
     return eng.records(), snaps
 
 
-def fork(engine, scenario):
-    """An independent copy of a running engine that continues under another scenario.
-
-    The copy keeps the tissue, fields, random-stream states and records so far; interventions
-    are read from ``scenario`` from the next step on (every AML module reads them at each step).
-    Used to split one untreated leukemia into treatment arms at the same moment, as a mouse
-    cohort is split: the arms stay paired and the shared history is simulated once.
-
-    Args:
-        engine: the running ``Engine``.
-        scenario: the scenario the copy continues under (same tissue and rules; other
-            interventions).
-    """
-    import copy
-
-    from ..record import Recorder
-
-    new = copy.deepcopy(engine)
-    new.scenario = scenario
-    extra: dict = {}
-    for module in new.modules:
-        extra.update(module.metrics())
-    # Metric closures capture their engine, so the copied recorder still reads the original one:
-    # rebuild it on the copy and carry the records over.
-    recorder = Recorder(new, extra)
-    recorder._rows, recorder._times = new.recorder._rows, new.recorder._times
-    new.recorder = recorder
-    return new
-
-
 def simulate_arms(base: str, arms: tuple[tuple[str, tuple[str, ...]], ...], overrides: tuple[str, ...],
                   replicate: int, fork_day: float, days: float,
                   snapshot_days: tuple[float, ...] = ()) -> list:
@@ -141,7 +111,7 @@ def simulate_arms(base: str, arms: tuple[tuple[str, tuple[str, ...]], ...], over
         eng.step()
     out = []
     for name, extra in arms:
-        arm = fork(eng, load_scenario(name, list(overrides + extra)))
+        arm = eng.fork(load_scenario(name, list(overrides + extra)))
         leuk = find_module(arm, LeukemiaModule)
         want = {arm.n_steps_for(d): d for d in snapshot_days}
         snaps: dict[float, pd.DataFrame] = {}
