@@ -153,6 +153,8 @@ class CellTable:
             name: np.zeros(self._cap, dtype=dt) for name, dt in _BASE_COLUMNS.items()
         }
         self.occupant = np.full(self.shape[0] * self.shape[1], -1, dtype=np.int64)
+        #: the value a new cell gets in each declared column it is not given (``add``)
+        self._fill: dict[str, object] = {}
         for col in self._cols.values():
             _warm_compact(col.dtype)
 
@@ -162,6 +164,7 @@ class CellTable:
         if name in self._cols:
             raise ValueError(f"column {name!r} already exists")
         self._cols[name] = np.full(self._cap, fill, dtype=np.dtype(dtype))
+        self._fill[name] = self._cols[name].dtype.type(fill)
         _warm_compact(self._cols[name].dtype)
 
     @property
@@ -192,9 +195,10 @@ class CellTable:
             **attrs: np.ndarray | float) -> np.ndarray:
         """Add cells of one kind on the given flat voxel indices; returns their row indices.
 
-        Only the base columns and ``attrs`` are written. Any other column of the new rows keeps
-        what its slot held (zeros from growth, or after ``compact()`` the data of a row that was
-        moved down), so give every column the new cells' rules read before they write it.
+        The base columns and ``attrs`` are written; every other declared column gets the fill
+        value it was declared with (``add_column``). A slot reused after ``compact()`` still
+        holds a moved-down row's data, which a newborn must never inherit: daughters used to
+        start with a dead cell's ``bound`` flag this way.
 
         Raises:
             ValueError: unknown kind, a voxel already occupied, outside the grid or given
@@ -220,6 +224,9 @@ class CellTable:
             self._cols["voxel"][start:stop] = voxels
             self._cols["alive"][start:stop] = True
             self._cols["birth_h"][start:stop] = time_h
+            for name, fill in self._fill.items():
+                if name not in attrs:
+                    self._cols[name][start:stop] = fill
             for name, value in attrs.items():
                 self._cols[name][start:stop] = value
         except BaseException:
@@ -241,7 +248,7 @@ class CellTable:
 
         Rows before the first dead one stay where they are; each later run of living rows moves
         down in one copy per column (``compact_column``). The slots past the new end keep their
-        old values, as they always have (``add`` relies on nothing else being there).
+        old values; ``add`` overwrites every column of the slots it uses.
         """
         dead = np.flatnonzero(~self._cols["alive"][: self.n])
         if dead.size == 0:

@@ -149,3 +149,20 @@ def test_gather_into_matches_twin(dtype):
     C.gather_into(values, vox, a)
     C.gather_into_numpy(values, vox, b)
     assert np.array_equal(a, b) and np.array_equal(a, values[vox].astype(np.float64))
+
+
+def test_new_cells_get_declared_fill_not_a_dead_slots_values():
+    """A slot freed by compact() holds a moved-down row's data; a newborn must start from the
+    column's declared fill (daughters once inherited a dead cell's ``bound`` flag this way)."""
+    t = CellTable((4, 4), capacity=16)
+    t.add_column("bound", np.bool_, fill=False)
+    t.add_column("phase", np.int8, fill=1)
+    rows = t.add("lsc", np.array([0, 1, 2]), bound=np.array([True, True, True]),
+                 phase=np.array([3, 3, 3], dtype=np.int8))
+    t.kill(rows[:1])
+    t.compact()                       # slot 2 now holds stale copies of row 2's values
+    new = t.add("lsc", np.array([5]))
+    assert t["bound"][new[0]] == False   # noqa: E712 - numpy bool
+    assert t["phase"][new[0]] == 1
+    given = t.add("lsc", np.array([6]), phase=2)
+    assert t["phase"][given[0]] == 2 and t["bound"][given[0]] == False   # noqa: E712
