@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from marrow_abm.geometry import BONE, SINUSOID, touching
 from marrow_abm.kernels import diffusion as kern
+from marrow_abm.kernels import multigrid as mg
 
 #: BioFVM's C++ LOD solver (PhysiCell), 2 fields on 1024², measured on this machine type:
 #: field-voxel updates per second for 1 and 2 threads (from the project issue).
@@ -149,6 +150,8 @@ def _size_results(n: int, dtype, threads: int) -> dict:
         res["solvers"][name] = {"seconds": t_fast, "seconds_ref": t_ref,
                                 "updates_per_s": ups, "updates_per_s_ref": ups_ref,
                                 "speedup_vs_numpy": t_ref / t_fast}
+    res["be_solve"] = _be_solve_results(labels, c, source, uptake, faces, ns, work, out,
+                                        reps_fast)
     a, b, cc = np.zeros(N), np.ones(N), np.ones(N)
     t_triad = _best_time(lambda: stream_triad(a, b, cc, 3.0), reps_fast * 2)
     res["triad_updates_per_s"] = N / t_triad
@@ -159,6 +162,21 @@ def _size_results(n: int, dtype, threads: int) -> dict:
     if biofvm:
         res["solvers"]["lod"]["ratio_to_biofvm"] = res["solvers"]["lod"]["updates_per_s"] / biofvm
     return res
+
+
+def _be_solve_results(labels, c, source, uptake, faces, ns, work, out, repeats) -> dict:
+    """One whole backward-Euler solve (r = 360, the TGF-β1 step; tolerance as ``FieldSet``)
+    per preconditioner, timed alternately so that both see the same machine load."""
+    tol = 1e-8 if c.dtype == np.float64 else 1e-5
+    scratch = mg.mg_work(c.shape)
+    args = (labels, faces, ns, source, uptake, 2.5, 1.0, 1.0, _R_IMPLICIT, tol, 5000, work)
+    solvers = {"jacobi": lambda: kern.backward_euler_solve(c, out, *args),
+               "multigrid": lambda: mg.backward_euler_solve_mg(c, out, *args, scratch)}
+    rows = {name: {"iterations": int(fn()), "seconds": math.inf} for name, fn in solvers.items()}
+    for _ in range(max(2, repeats // 4)):
+        for name, fn in solvers.items():
+            rows[name]["seconds"] = min(rows[name]["seconds"], _best_time(fn, 1))
+    return rows
 
 
 def _synthetic_inputs(fieldset) -> tuple[dict, dict]:
@@ -268,6 +286,14 @@ def print_bench(result: dict) -> None:
         table.add_row("", "", "[dim]STREAM triad[/dim]", f"{row['triad_updates_per_s']:.3g}",
                       "", "", "1.00", "", end_section=True)
     console.print(table)
+    for row in result["sizes"]:
+        be = row.get("be_solve")
+        if be:
+            j, m = be["jacobi"], be["multigrid"]
+            console.print(f"{row['n']}² {row['dtype']}: one backward-Euler solve (r = 360): "
+                          f"Jacobi-PCG {j['iterations']} iterations {1e3 * j['seconds']:.1f} ms, "
+                          f"multigrid-PCG {m['iterations']} iterations "
+                          f"{1e3 * m['seconds']:.1f} ms ({j['seconds'] / m['seconds']:.2f}x)")
     d = result["default_step"]
     if d.get("available"):
         methods = ", ".join(f"{k}: {v}" for k, v in d["fields"].items())

@@ -103,7 +103,8 @@ class Engine:
         solver = scenario.data["solver"]
         self.fields = FieldSet(self.geometry.labels, self.geometry.dx_um, self.dt_h,
                                field_specs(scenario), method=solver["method"],
-                               dtype=solver["dtype"], n_threads=n_threads)
+                               dtype=solver["dtype"], n_threads=n_threads,
+                               preconditioner=solver["preconditioner"])
         dtype = np.dtype(solver["dtype"])
         shape = self.geometry.labels.shape
         #: Per-field source (concentration/h) and uptake-rate (1/h) arrays, rebuilt every step.

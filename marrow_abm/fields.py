@@ -14,9 +14,12 @@ Three solvers sit behind one interface (the kernels are in ``marrow_abm.kernels.
   one step per dt. Cheap, but its splitting error grows with D dt / dx^2: on a default-like
   section at dt = 1 h its relaxed field is 30–45% off the fine-step explicit one (see
   ``tests/test_fields.py``), so it is never chosen automatically.
-- ``backward_euler``: one fully implicit step per dt, solved matrix-free by Jacobi-
-  preconditioned conjugate gradients warm-started from the previous field. Its fixed point is
-  exactly the discrete steady state, so the relaxed field is right at any dt.
+- ``backward_euler``: one fully implicit step per dt, solved matrix-free by conjugate
+  gradients warm-started from the previous field, preconditioned by Jacobi or by one V-cycle
+  of aggregation multigrid (``marrow_abm.kernels.multigrid``: ~46 iterations where Jacobi
+  needs ~146 for the hourly TGF-β1 step, but each costs ~3 Jacobi iterations; ``auto`` takes
+  it on large grids only). Its fixed point is exactly the discrete steady state, so the
+  relaxed field is right at any dt.
 
 ``method="auto"`` picks ``explicit`` when at most ``AUTO_MAX_EXPLICIT_SUBSTEPS`` sub-steps
 suffice (accurate in time and, up to there, cheaper), else ``backward_euler``. With the default
@@ -36,6 +39,7 @@ import numpy as np
 
 from marrow_abm.errors import GeometryError, SolverError
 from marrow_abm.kernels import diffusion as kern
+from marrow_abm.kernels import multigrid as mg
 
 #: Solver names accepted by :class:`FieldSet` (``"auto"`` chooses per field).
 METHODS = ("auto", "explicit", "lod", "backward_euler")
@@ -52,6 +56,19 @@ EXPLICIT_BLOCK = 8
 #: CG stopping rule ||residual|| <= tol ||rhs|| per dtype, and the iteration cap.
 CG_TOL = {"float64": 1e-8, "float32": 1e-5}
 CG_MAX_ITER = 5000
+#: Preconditioners of the backward-Euler CG; ``auto`` picks by grid size (below).
+PRECONDITIONERS = ("auto", "jacobi", "multigrid")
+#: ``auto`` uses multigrid from this many grid voxels up, Jacobi below. Measured on
+#: ``aml_progression`` (both alternating step by step on one engine, then both on the same
+#: captured warm hourly TGF-β1 system, best of 5; load 1.7-2.4), TGF-β1 solve Jacobi vs
+#: multigrid: 1 thread 145² 11.6 vs 13.5 ms (156 vs 47 iterations), 501² 95.9 vs 97.5 ms
+#: (146 vs 47), 1001² 626 vs 531 ms (145 vs 46; whole step 1.37 vs 1.08 s); 2 threads 1001²
+#: 282 vs 311 ms (step 0.67 vs 0.78 s), but under load 5.5-6.9 3.51 vs 2.62 s (step 8.0 vs
+#: 6.1 s). An iteration with a V-cycle costs ~3 Jacobi iterations, so the ~3x fewer
+#: iterations pay only on large memory-bound grids. The rule depends on the grid alone, not
+#: on the thread count, so that results stay bitwise independent of the thread count
+#: (docs/performance.md, "Faster fields").
+AUTO_MULTIGRID_MIN_VOXELS = 600_000
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 _UM2_PER_S_TO_UM2_PER_H = 3600.0
@@ -127,6 +144,9 @@ class FieldSet:
             slow down badly when another process wants the core; see docs/performance.md).
             ``None`` keeps numba's current setting.
         cg_tol: relative residual at which backward-Euler CG stops (default per dtype).
+        preconditioner: ``"auto"`` (default: multigrid from
+            ``AUTO_MULTIGRID_MIN_VOXELS`` grid voxels up, else Jacobi), ``"jacobi"`` or
+            ``"multigrid"``, for backward-Euler CG. Both stop at the same relative residual.
 
     Attributes:
         names: field names, in the order of ``specs``.
@@ -140,7 +160,8 @@ class FieldSet:
 
     def __init__(self, labels, dx_um: float, dt_h: float, specs: Mapping[str, FieldSpec],
                  method: str | Mapping[str, str] = "auto", dtype: str = "float64",
-                 n_threads: int | None = 1, cg_tol: float | None = None):
+                 n_threads: int | None = 1, cg_tol: float | None = None,
+                 preconditioner: str = "auto"):
         self.labels = _check_labels(labels)
         self.dx_um = _positive("dx_um", dx_um)
         self.dt_h = _positive("dt_h", dt_h)
@@ -152,6 +173,16 @@ class FieldSet:
             raise SolverError(f"n_threads must be a positive integer or None, got {n_threads!r}")
         self.n_threads = n_threads
         self.cg_tol = CG_TOL[dtype] if cg_tol is None else _positive("cg_tol", cg_tol)
+        if preconditioner not in PRECONDITIONERS:
+            raise SolverError(f"unknown preconditioner {preconditioner!r}; "
+                              f"valid: {', '.join(PRECONDITIONERS)}")
+        if preconditioner == "auto":
+            big = self.labels.size >= AUTO_MULTIGRID_MIN_VOXELS
+            preconditioner = "multigrid" if big else "jacobi"
+        #: the preconditioner in use, ``"jacobi"`` or ``"multigrid"`` (``auto`` resolved)
+        self.preconditioner = preconditioner
+        # coarse multigrid levels (float32, ~10 bytes per fine voxel), shared like _cg_work
+        self._mg_work: tuple | None = None
         # One CG scratch (5 arrays) for all backward-Euler fields: they are solved one after
         # another and the solver overwrites it, so sharing saves 40 bytes/voxel per field.
         self._cg_work: np.ndarray | None = None
@@ -202,6 +233,8 @@ class FieldSet:
                                lod_plan=kern.lod_plan(self._faces, sigma, dt))
         if self._cg_work is None:
             self._cg_work = np.zeros((5,) + shape, dt)
+        if self.preconditioner == "multigrid" and self._mg_work is None:
+            self._mg_work = mg.mg_work(shape)
         return _FieldState(spec, method, sigma, 1, self.dt_h, sigma, tmp, work=self._cg_work)
 
     # ----------------------------------------------------------------------------------
@@ -212,8 +245,8 @@ class FieldSet:
             field name -> dict with ``label``, ``method``, ``stability_number`` (D dt / dx^2 of
             one agent step), ``n_substeps``, ``substep_h``, ``diffusion_um2_per_s``,
             ``decay_per_h``, ``sinusoid_clearance_per_h``, ``decay_length_um`` (sqrt(D / k),
-            inf without decay), ``dtype``, and for ``backward_euler`` ``cg_tol`` and
-            ``last_cg_iterations`` (None before the first step).
+            inf without decay), ``dtype``, and for ``backward_euler`` ``cg_tol``,
+            ``preconditioner`` and ``last_cg_iterations`` (None before the first step).
         """
         out = {}
         for name, st in self._state.items():
@@ -234,6 +267,7 @@ class FieldSet:
             }
             if st.method == "backward_euler":
                 row["cg_tol"] = self.cg_tol
+                row["preconditioner"] = self.preconditioner
                 row["last_cg_iterations"] = st.last_cg_iterations
             out[name] = row
         return out
@@ -317,10 +351,15 @@ class FieldSet:
             kern.reaction_coefficients(self.labels, self._n_sinus, source, uptake, k, cl,
                                        self.dt_h, st.retain, st.gain)
             kern.lod_step(c, c, st.retain, st.gain, r, *st.lod_plan)
+        elif self.preconditioner == "multigrid":
+            st.last_cg_iterations = int(mg.backward_euler_solve_mg(
+                c, st.tmp, self.labels, self._faces, self._n_sinus, source, uptake, k, cl,
+                self.dt_h, float(st.r), self.cg_tol, CG_MAX_ITER, st.work, self._mg_work))
         else:
             st.last_cg_iterations = int(kern.backward_euler_solve(
                 c, st.tmp, self.labels, self._faces, self._n_sinus, source, uptake, k, cl,
                 self.dt_h, float(st.r), self.cg_tol, CG_MAX_ITER, st.work))
+        if st.method == "backward_euler":
             np.copyto(c, st.tmp)
 
     def total(self, name: str) -> float:

@@ -632,6 +632,13 @@ SCHEMA = Table("A scenario.", {
                       choices=("auto", "explicit", "lod", "backward_euler")),
         "dtype": Key("choice", "Floating-point precision of the field arrays.",
                      choices=("float64", "float32")),
+        "preconditioner": Key("choice", "Preconditioner of the backward-Euler conjugate "
+                              "gradients: Jacobi, a symmetric aggregation-multigrid V-cycle "
+                              "(~3x fewer iterations, each ~3x dearer: pays only on large, "
+                              "memory-bound grids, +8 B per voxel), or auto (multigrid from "
+                              "600,000 grid voxels, else Jacobi; by size only, so results never "
+                              "depend on the thread count).",
+                              choices=("auto", "jacobi", "multigrid")),
     }),
     "fields": Map("Diffusing fields by name; each has the same keys.", "<field>", item=FIELD),
     "cells": Map("Cell kinds by name; the allowed kinds are a registry that later issues "

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from marrow_abm.kernels import diffusion as kern
+from marrow_abm.kernels import multigrid as mg
 
 DTYPES = [np.float64, np.float32]
 # Same operations in the same order; float32 differs only by the rounding of the twin's
@@ -269,6 +270,111 @@ def test_backward_euler_solve_matches_ref_and_direct_solve(dtype):
 
 
 # ------------------------------------------------------------------------------------------
+# backward Euler with the multigrid preconditioner
+def _mg_problem(shape, seed, r=360.0):
+    labels, _, _, uptake = _random_problem(shape=shape, seed=seed)
+    faces = kern.open_faces(labels)
+    f = faces.astype(np.int64)
+    n_open = (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1) + ((f >> 3) & 1)
+    lam = 0.7 + 1.3 * kern.sinusoid_neighbours(labels) + uptake
+    diag = np.where(labels == 0, 1.0 + lam + r * n_open, 1.0)
+    return labels, faces, diag
+
+
+def _vcycle(labels, faces, diag, res, r=360.0):
+    levels, op, vec, mask = mg.mg_work(labels.shape)
+    inv_d, z, part = np.empty_like(diag), np.empty_like(diag), np.empty(labels.shape[0])
+    mg.mg_setup(diag, inv_d, labels, faces, r, levels, op, vec, mask)
+    rz = mg.mg_vcycle(res, diag, inv_d, labels, r, levels, op, vec, mask, z, part)
+    return z, rz
+
+
+def test_mg_plan_halves_until_a_few_hundred_voxels():
+    plan = mg.mg_plan((1001, 1001))
+    assert [tuple(row[:2]) for row in plan] == [(501, 501), (251, 251), (126, 126), (63, 63),
+                                                (32, 32), (16, 16)]
+    assert plan[-1, 0] * plan[-1, 1] <= mg.MG_COARSEST_VOXELS < plan[-2, 0] * plan[-2, 1]
+    assert len(mg.mg_plan((12, 30))) == 0
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (145, 145), (6, 7)])
+def test_mg_vcycle_matches_ref(shape):
+    labels, faces, diag = _mg_problem(shape, seed=11)
+    res = np.where(labels == 0, np.random.default_rng(12).standard_normal(shape), 0.0)
+    z, rz = _vcycle(labels, faces, diag, res)
+    ref = mg.mg_vcycle_ref(res, mg.mg_levels_ref(diag, labels, faces, 360.0))
+    # coarse levels are float32 in both; numba and numpy round their sums differently
+    np.testing.assert_allclose(z, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    assert rz == pytest.approx(float(np.sum(res * ref)), rel=1e-6)
+    assert np.all(z[labels != 0] == 0)
+
+
+def test_mg_preconditioner_is_symmetric_positive_definite():
+    labels, faces, diag = _mg_problem((61, 45), seed=13)
+    rng = np.random.default_rng(14)
+    u, v = (np.where(labels == 0, rng.standard_normal(labels.shape), 0.0) for _ in range(2))
+    mu, _ = _vcycle(labels, faces, diag, u)
+    mv, _ = _vcycle(labels, faces, diag, v)
+    scale = np.sqrt(np.sum(u * mu) * np.sum(v * mv))
+    assert abs(np.sum(v * mu) - np.sum(u * mv)) < 1e-6 * scale
+    for w, mw in ((u, mu), (v, mv), (u - v, mu - mv)):
+        assert np.sum(w * mw) > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_euler_mg_matches_ref_jacobi_and_direct_solve(dtype):
+    labels, c, source, uptake = _random_problem(shape=(57, 71), dtype=dtype, seed=15)
+    faces, ns = kern.open_faces(labels), kern.sinusoid_neighbours(labels)
+    args = (labels, faces, ns, source, uptake, 0.7, 1.3, 1.0, 360.0)
+    tol = 1e-10 if dtype is np.float64 else 1e-5
+    out, ref, jac = np.empty_like(c), np.empty_like(c), np.empty_like(c)
+    n_mg = mg.backward_euler_solve_mg(c, out, *args, tol, 2000,
+                                      np.empty((5,) + c.shape, dtype), mg.mg_work(c.shape))
+    n_ref = mg.backward_euler_solve_mg_ref(c, ref, *args, tol, 2000)
+    n_jac = kern.backward_euler_solve(c, jac, *args, tol, 2000,
+                                      np.empty((5,) + c.shape, dtype))
+    assert 0 < n_mg and abs(n_mg - n_ref) <= 2
+    # the point of the preconditioner: far fewer iterations than Jacobi at r = 360
+    assert n_mg * 3 < n_jac
+    A, idx = _be_matrix(labels, faces, ns, uptake, 0.7, 1.3, 1.0, 360.0)
+    exact = spla.spsolve(A.tocsc(), c.ravel()[idx].astype(np.float64) + source.ravel()[idx])
+    scale = np.abs(exact).max()
+    err_tol = 1e-8 if dtype is np.float64 else 1e-4
+    for got in (out, ref, jac):
+        np.testing.assert_allclose(got.ravel()[idx], exact, atol=err_tol * scale)
+    assert np.all(out[labels != 0] == 0)
+
+
+def test_backward_euler_mg_is_bitwise_independent_of_thread_count():
+    labels, c, source, uptake = _random_problem(shape=(203, 97), seed=16)
+    faces, ns = kern.open_faces(labels), kern.sinusoid_neighbours(labels)
+    outs = []
+    previous = numba.get_num_threads()
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            out = np.empty_like(c)
+            mg.backward_euler_solve_mg(c, out, labels, faces, ns, source, uptake, 0.7, 1.3,
+                                       1.0, 360.0, 1e-10, 2000, np.empty((5,) + c.shape),
+                                       mg.mg_work(c.shape))
+            outs.append(out)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_backward_euler_mg_conserves_mass_without_sources_or_sinks():
+    labels, c, *_ = _random_problem(shape=(41, 59), seed=17)
+    zero = np.zeros(c.shape)
+    out = np.empty_like(c)
+    mg.backward_euler_solve_mg(c, out, labels, kern.open_faces(labels),
+                               kern.sinusoid_neighbours(labels), zero, zero, 0.0, 0.0, 1.0,
+                               360.0, 1e-12, 5000, np.empty((5,) + c.shape),
+                               mg.mg_work(c.shape))
+    assert out.sum() == pytest.approx(c.sum(), rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
 # invariants
 def test_ftcs_conserves_mass_without_sources_or_sinks():
     labels, c, *_ = _random_problem(shape=(41, 59), seed=5)
@@ -313,6 +419,11 @@ def test_kernels_stay_finite_and_non_negative_under_extreme_rates(dtype):
     kern.lod_step(c, outs[1], retain, gain, r_big, *kern.lod_plan(faces, r_big, dtype))
     kern.backward_euler_solve(c, outs[2], labels, faces, ns, source, uptake, 0.0, 0.0, 1.0,
                               1e6, 1e-6, 3000, np.empty((5,) + c.shape, dtype))
+    outs.append(np.empty_like(c))
+    n_mg = mg.backward_euler_solve_mg(c, outs[3], labels, faces, ns, source, uptake, 0.0, 0.0,
+                                      1.0, 1e6, 1e-6, 3000, np.empty((5,) + c.shape, dtype),
+                                      mg.mg_work(c.shape))
+    assert n_mg < 3000
     for out in outs:
         assert np.all(np.isfinite(out)) and np.all(out >= 0)
         assert np.all(out[labels != 0] == 0)
@@ -345,6 +456,9 @@ def test_run_bench_reports_every_solver_and_writes_json(tmp_path):
         assert s["fraction_of_triad"] == pytest.approx(s["updates_per_s"]
                                                        / row["triad_updates_per_s"])
     assert "ratio_to_biofvm" in row["solvers"]["lod"]
+    be = row["be_solve"]
+    assert 0 < be["multigrid"]["iterations"] < be["jacobi"]["iterations"]
+    assert be["multigrid"]["seconds"] > 0 and be["jacobi"]["seconds"] > 0
     default = result["default_step"]
     assert default["available"] is False or default["median_step_ms"] > 0
     print_bench(result)

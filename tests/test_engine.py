@@ -200,3 +200,12 @@ def test_recorder_rebind_refuses_other_metrics(small_overrides):
     eng = _engine(small_overrides)
     with pytest.raises(ValueError, match="metrics differ"):
         eng.recorder.rebind(eng, {"extra_metric": lambda: np.zeros(len(REPORT_ZONES))})
+
+
+def test_scenario_chooses_the_cg_preconditioner():
+    """`solver.preconditioner` reaches the field solver; auto picks Jacobi on small sections."""
+    assert _engine(("geometry.marrow_radius_um=200",)).fields.preconditioner == "jacobi"
+    mg = _engine(("geometry.marrow_radius_um=200", "solver.preconditioner=multigrid"))
+    assert mg.fields.preconditioner == "multigrid"
+    mg.step()
+    assert np.isfinite(mg.fields.total("tgfb"))

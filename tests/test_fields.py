@@ -297,3 +297,47 @@ def test_default_method_relaxed_field_within_5pct_of_fine_step_explicit(name):
     assert _rel_l2(relaxed, reference) < 0.05
     lod = _relax(FieldSet(labels, 10.0, 1.0, one, method="lod"), name, sources, uptake)
     assert _rel_l2(lod, reference) > 0.05            # the reason LOD is not the default
+
+
+# ------------------------------------------------------------------------------------------
+# backward-Euler preconditioner: auto rule, and multigrid agreeing with Jacobi
+def test_auto_preconditioner_is_multigrid_only_on_large_grids_whatever_the_threads():
+    from marrow_abm.fields import AUTO_MULTIGRID_MIN_VOXELS
+
+    small = FieldSet(np.zeros((50, 60)), 10.0, 1.0, {"tgfb": _spec()})
+    assert small.preconditioner == "jacobi"
+    assert small.info()["tgfb"]["preconditioner"] == "jacobi"
+    side = math.isqrt(AUTO_MULTIGRID_MIN_VOXELS - 1)
+    below = FieldSet(np.zeros((side, side)), 10.0, 1.0, {"tgfb": _spec()})
+    assert below.preconditioner == "jacobi"
+    at = FieldSet(np.zeros((side + 1, side + 1)), 10.0, 1.0, {"tgfb": _spec()})
+    assert (side + 1) ** 2 >= AUTO_MULTIGRID_MIN_VOXELS
+    assert at.preconditioner == "multigrid"
+    # the grid alone decides, so results stay bitwise independent of the thread count
+    two = FieldSet(np.zeros((side + 1, side + 1)), 10.0, 1.0, {"tgfb": _spec()}, n_threads=2)
+    assert two.preconditioner == "multigrid"
+    forced = FieldSet(np.zeros((50, 60)), 10.0, 1.0, {"tgfb": _spec()},
+                      preconditioner="multigrid")
+    assert forced.preconditioner == "multigrid"
+    with pytest.raises(SolverError, match="preconditioner"):
+        FieldSet(np.zeros((5, 5)), 10.0, 1.0, {"tgfb": _spec()}, preconditioner="ilu")
+
+
+def test_multigrid_and_jacobi_fieldsets_agree_within_the_cg_tolerance():
+    labels = _section()
+    rng = np.random.default_rng(21)
+    marrow = labels == 0
+    specs = {"tgfb": _spec(), "mito": _spec("mito", k=0.3, cl=0.5)}
+    sets = {pc: FieldSet(labels, 10.0, 1.0, specs, preconditioner=pc)
+            for pc in ("jacobi", "multigrid")}
+    for _ in range(3):
+        src = {n: np.where(marrow & (rng.random(labels.shape) < 0.03), 5.0, 0.0) for n in specs}
+        upt = {n: np.where(marrow, rng.random(labels.shape) * 0.2, 0.0) for n in specs}
+        for fs in sets.values():
+            fs.step(src, upt)
+    its = {pc: fs.info()["tgfb"]["last_cg_iterations"] for pc, fs in sets.items()}
+    assert 0 < its["multigrid"] * 2 < its["jacobi"]
+    for name in specs:
+        j, m = sets["jacobi"].values[name], sets["multigrid"].values[name]
+        np.testing.assert_allclose(m, j, rtol=0, atol=1e-7 * j.max())
+        assert np.all(m[~marrow] == 0)
