@@ -17,8 +17,8 @@ Three solvers sit behind one interface (the kernels are in ``marrow_abm.kernels.
 - ``backward_euler``: one fully implicit step per dt, solved matrix-free by conjugate
   gradients warm-started from the previous field, preconditioned by Jacobi or by one V-cycle
   of aggregation multigrid (``marrow_abm.kernels.multigrid``: ~46 iterations where Jacobi
-  needs ~146 for the hourly TGF-β1 step, but each costs ~3 Jacobi iterations; ``auto`` takes
-  it on large grids only). Its fixed point is exactly the discrete steady state, so the
+  needs ~146 for the hourly TGF-β1 step, but each costs ~3 Jacobi iterations, so it is an
+  option for large sections on one thread, not the default). Its fixed point is exactly the discrete steady state, so the
   relaxed field is right at any dt.
 
 ``method="auto"`` picks ``explicit`` when at most ``AUTO_MAX_EXPLICIT_SUBSTEPS`` sub-steps
@@ -56,19 +56,16 @@ EXPLICIT_BLOCK = 8
 #: CG stopping rule ||residual|| <= tol ||rhs|| per dtype, and the iteration cap.
 CG_TOL = {"float64": 1e-8, "float32": 1e-5}
 CG_MAX_ITER = 5000
-#: Preconditioners of the backward-Euler CG; ``auto`` picks by grid size (below).
-PRECONDITIONERS = ("auto", "jacobi", "multigrid")
-#: ``auto`` uses multigrid from this many grid voxels up, Jacobi below. Measured on
-#: ``aml_progression`` (both alternating step by step on one engine, then both on the same
-#: captured warm hourly TGF-β1 system, best of 5; load 1.7-2.4), TGF-β1 solve Jacobi vs
-#: multigrid: 1 thread 145² 11.6 vs 13.5 ms (156 vs 47 iterations), 501² 95.9 vs 97.5 ms
-#: (146 vs 47), 1001² 626 vs 531 ms (145 vs 46; whole step 1.37 vs 1.08 s); 2 threads 1001²
-#: 282 vs 311 ms (step 0.67 vs 0.78 s), but under load 5.5-6.9 3.51 vs 2.62 s (step 8.0 vs
-#: 6.1 s). An iteration with a V-cycle costs ~3 Jacobi iterations, so the ~3x fewer
-#: iterations pay only on large memory-bound grids. The rule depends on the grid alone, not
-#: on the thread count, so that results stay bitwise independent of the thread count
-#: (docs/performance.md, "Faster fields").
-AUTO_MULTIGRID_MIN_VOXELS = 600_000
+#: Preconditioners of the backward-Euler CG. Jacobi is the default: multigrid needs ~3x fewer
+#: iterations but each costs ~3 Jacobi iterations. Measured on ``aml_progression`` (both
+#: alternating on one engine, then on the same captured warm hourly TGF-β1 system, best of 5;
+#: load 1.7-2.4), TGF-β1 solve Jacobi vs multigrid: 1 thread 145² 11.6 vs 13.5 ms (156 vs 47
+#: iterations), 501² 95.9 vs 97.5 ms, 1001² 626 vs 531 ms (whole step 1.37 vs 1.08 s); 2
+#: threads 1001² 282 vs 311 ms. Quiet machine, `marrow-abm bench --model --sizes 1001`: step
+#: 1.60 s (Jacobi) vs 1.36 s (multigrid) on 1 thread, 0.73 vs 1.00 s on 2, and multigrid adds
+#: 8.4 B per voxel (docs/performance.md, "Faster fields"). A size-based automatic choice was
+#: tried and dropped: it lost the 2-thread case and the memory target at 1001².
+PRECONDITIONERS = ("jacobi", "multigrid")
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 _UM2_PER_S_TO_UM2_PER_H = 3600.0
@@ -144,9 +141,7 @@ class FieldSet:
             slow down badly when another process wants the core; see docs/performance.md).
             ``None`` keeps numba's current setting.
         cg_tol: relative residual at which backward-Euler CG stops (default per dtype).
-        preconditioner: ``"auto"`` (default: multigrid from
-            ``AUTO_MULTIGRID_MIN_VOXELS`` grid voxels up, else Jacobi), ``"jacobi"`` or
-            ``"multigrid"``, for backward-Euler CG. Both stop at the same relative residual.
+        preconditioner: ``"jacobi"`` (default) or ``"multigrid"``, for backward-Euler CG. Both stop at the same relative residual.
 
     Attributes:
         names: field names, in the order of ``specs``.
@@ -161,7 +156,7 @@ class FieldSet:
     def __init__(self, labels, dx_um: float, dt_h: float, specs: Mapping[str, FieldSpec],
                  method: str | Mapping[str, str] = "auto", dtype: str = "float64",
                  n_threads: int | None = 1, cg_tol: float | None = None,
-                 preconditioner: str = "auto"):
+                 preconditioner: str = "jacobi"):
         self.labels = _check_labels(labels)
         self.dx_um = _positive("dx_um", dx_um)
         self.dt_h = _positive("dt_h", dt_h)
@@ -176,10 +171,7 @@ class FieldSet:
         if preconditioner not in PRECONDITIONERS:
             raise SolverError(f"unknown preconditioner {preconditioner!r}; "
                               f"valid: {', '.join(PRECONDITIONERS)}")
-        if preconditioner == "auto":
-            big = self.labels.size >= AUTO_MULTIGRID_MIN_VOXELS
-            preconditioner = "multigrid" if big else "jacobi"
-        #: the preconditioner in use, ``"jacobi"`` or ``"multigrid"`` (``auto`` resolved)
+        #: the preconditioner in use, ``"jacobi"`` or ``"multigrid"``
         self.preconditioner = preconditioner
         # coarse multigrid levels (float32, ~10 bytes per fine voxel), shared like _cg_work
         self._mg_work: tuple | None = None

@@ -633,12 +633,11 @@ SCHEMA = Table("A scenario.", {
         "dtype": Key("choice", "Floating-point precision of the field arrays.",
                      choices=("float64", "float32")),
         "preconditioner": Key("choice", "Preconditioner of the backward-Euler conjugate "
-                              "gradients: Jacobi, a symmetric aggregation-multigrid V-cycle "
-                              "(~3x fewer iterations, each ~3x dearer: pays only on large, "
-                              "memory-bound grids, +8 B per voxel), or auto (multigrid from "
-                              "600,000 grid voxels, else Jacobi; by size only, so results never "
-                              "depend on the thread count).",
-                              choices=("auto", "jacobi", "multigrid")),
+                              "gradients: Jacobi, or a symmetric aggregation-multigrid V-cycle "
+                              "(~3x fewer iterations, each ~3x dearer: 1.17x faster on a "
+                              "1001² section on one thread, slower on two threads and on small "
+                              "sections; +8 B per voxel).",
+                              choices=("jacobi", "multigrid")),
     }),
     "fields": Map("Diffusing fields by name; each has the same keys.", "<field>", item=FIELD),
     "cells": Map("Cell kinds by name; the allowed kinds are a registry that later issues "

@@ -203,7 +203,7 @@ def test_recorder_rebind_refuses_other_metrics(small_overrides):
 
 
 def test_scenario_chooses_the_cg_preconditioner():
-    """`solver.preconditioner` reaches the field solver; auto picks Jacobi on small sections."""
+    """`solver.preconditioner` reaches the field solver; Jacobi by default."""
     assert _engine(("geometry.marrow_radius_um=200",)).fields.preconditioner == "jacobi"
     mg = _engine(("geometry.marrow_radius_um=200", "solver.preconditioner=multigrid"))
     assert mg.fields.preconditioner == "multigrid"
