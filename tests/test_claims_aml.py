@@ -19,12 +19,14 @@ def results(tmp_path_factory):
     return {r.id: r for r in aml.run(out, quick=True, workers=2)}
 
 
-# A7 holds on this small section: the combination relapses later in 6 of 8 pairs (median 8.5 vs
-# 4 days to 5% leukemic marrow, p = 0.043). It does NOT hold on the default femur section (full
-# run, docs/validation/aml.md): there only 8% of LSC are endosteal when chemotherapy starts, the
-# blockade removes the dormant survivors but not the cycling ones, and relapse comes from the
-# cycling ones. This test is therefore the small-section result, not the full verdict.
-@pytest.mark.parametrize("claim", ["A1", "A2", "A3", "A4", "A5", "A6", "A7"])
+# A7's relapse delay does not hold. On the default femur section (full run, docs/validation/aml.md)
+# the blockade removes the dormant survivors but not the cycling ones relapse comes from (p = 0.80).
+# On this small section it held at p = 0.043 until newborn cells stopped inheriting a dead table
+# slot's `bound` flag (CellTable.add fix); since then the combination relapses sooner in 5 of 8
+# pairs (p = 0.47): not robust. Strict, so a change that makes it hold shows up in CI.
+@pytest.mark.parametrize("claim", ["A1", "A2", "A3", "A4", "A5", "A6", pytest.param(
+    "A7", marks=pytest.mark.xfail(strict=True, reason="A7 relapse delay not reproduced: "
+                                  "docs/validation/aml.md"))])
 def test_claim_holds_on_small_section(results, claim):
     r = results[claim]
     assert r.passed, f"{claim} failed: {r.test}; {r.statistics}"
