@@ -144,3 +144,21 @@ def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
     ]
     (out_dir / "validation.md").write_text("\n".join(head) + "\n".join(sections))
     return results
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (claims run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi, the size of every claims figure) and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path

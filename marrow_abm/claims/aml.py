@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import ClaimResult, process_pool
+from . import ClaimResult, process_pool, pyplot, save_figure
 
 TOPIC = "aml"
 TITLE = "AML niche (seed 000): claims A1–A7"
@@ -490,15 +490,6 @@ def _a7(results, plan, out_dir) -> ClaimResult:
 # ---------------------------------------------------------------------------------------------
 # Figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _band(ax, frames, zone, col, label):
     table = pd.concat([f[f.zone == zone].set_index("time_h")[col].rename(i)
                        for i, f in enumerate(frames)], axis=1)
@@ -511,7 +502,7 @@ def _band(ax, frames, zone, col, label):
 
 
 def _figure_g0(prog, out_dir, result) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for zone in ("endosteal", "intermediate", "central"):
         _band(ax, [prog[r][0] for r in prog], zone, "frac_lsc_g0", zone)
@@ -519,14 +510,12 @@ def _figure_g0(prog, out_dir, result) -> None:
            "(mean, 95% CI over replicates)")
     ax.legend()
     path = out_dir / "aml_g0_by_zone.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     result.figures.append(path)
 
 
 def _figure_distance(prog, plan, out_dir, result) -> None:
-    plt = _plt()
+    plt = pyplot()
     snaps = pd.concat([prog[r][1][plan.days] for r in prog])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.arange(0, 400, 10)
@@ -537,27 +526,23 @@ def _figure_distance(prog, plan, out_dir, result) -> None:
            f"{plan.days:g}: G0 vs cycling")
     ax.legend()
     path = out_dir / "aml_distance_to_bone.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     result.figures.append(path)
 
 
 def _plot_lines(prog, cols, zone, path, title) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for col, label in cols.items():
         _band(ax, [prog[r][0] for r in prog], zone, col, label)
     ax.set(xlabel="time after transplant (days)", ylabel="cells in section",
            title=title + " (mean, 95% CI)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_bars(bars, path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(bars)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for j, label in enumerate(("G0 (Ki67−) fraction of endosteal LSC",
@@ -573,13 +558,11 @@ def _plot_bars(bars, path) -> None:
                            rotation=35, ha="right", fontsize=8)
         axes[j].set(title=label, ylabel="fraction (mean, 95% CI; dots = replicates)")
     fig.suptitle("Broken niche links vs untreated control (paired replicates)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_chemo(results, path, t0, t1, rel) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     arms = (("chemo", "chemotherapy"), ("combo", "chemo + TGF-β1 neutralisation"))
     for tag, label in arms:
@@ -601,6 +584,4 @@ def _plot_chemo(results, path, t0, t1, rel) -> None:
     ax2.set(xlabel="days after the end of chemotherapy", ylabel="relapse-free fraction",
             ylim=(-0.02, 1.02), title=f"Kaplan–Meier: leukemic ≥ {RELAPSE_BURDEN:.0%} of marrow")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import ClaimResult, process_pool
+from . import ClaimResult, process_pool, pyplot, save_figure
 
 TOPIC = "mds"
 TITLE = "MDS megakaryopoiesis (seed 004): claims M1–M5 and generic targets"
@@ -203,17 +203,8 @@ def matching_dose(target: float, species: str, interval_h: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # Figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def fig_ploidy(means: dict[str, pd.DataFrame], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     labels = list(means)
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(labels)
@@ -226,10 +217,7 @@ def fig_ploidy(means: dict[str, pd.DataFrame], out: Path) -> Path:
     ax.set_ylabel("% of MK (mean ± SD over replicates)")
     ax.set_title("MK ploidy histograms")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / "mds_ploidy_histograms.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "mds_ploidy_histograms.png")
     return path
 
 
@@ -237,7 +225,7 @@ def fig_platelets(runs: dict[str, list[pd.DataFrame]], out: Path, reference: str
                   ) -> Path:
     """Left: platelet count per arm (mean and 95% CI over replicates). Right: the paired change
     against ``reference`` (replicate i vs replicate i, common random numbers), mean and 95% CI."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     ref = runs.get(reference)
     colours = {label: f"C{i}" for i, label in enumerate(runs)}   # one colour per arm in both panels
@@ -262,15 +250,12 @@ def fig_platelets(runs: dict[str, list[pd.DataFrame]], out: Path, reference: str
     bx.set_xlabel("day (drug from day 0)")
     bx.set_ylabel(f"paired change vs {reference} (%), mean and 95% CI")
     bx.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "mds_platelets_over_time.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "mds_platelets_over_time.png")
     return path
 
 
 def fig_panel(table: pd.DataFrame, out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.2))
     y = np.arange(len(table))
     ax.errorbar(table["shift"], y, xerr=[table["shift"] - table["lo"], table["hi"] - table["shift"]],
@@ -278,15 +263,12 @@ def fig_panel(table: pd.DataFrame, out: Path) -> Path:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(y, table.index)
     ax.set_xlabel("change in mean MK ploidy vs MDS untreated (N), 95% CI")
-    fig.tight_layout()
-    path = out / "mds_drug_panel.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "mds_drug_panel.png")
     return path
 
 
 def fig_exposure(out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for species, dose, tau, label in (("mouse", 100.0, 24.0, "mouse PK, 100 mg/kg q24h"),
                                       ("human", 100.0, 24.0, "human PK, 100 mg/kg q24h"),
@@ -298,10 +280,7 @@ def fig_exposure(out: Path) -> Path:
     ax.set_xlabel("day")
     ax.set_ylabel("crizotinib total plasma (µM)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "mds_exposure_mouse_vs_human.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "mds_exposure_mouse_vs_human.png")
     return path
 
 
