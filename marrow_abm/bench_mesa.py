@@ -91,9 +91,9 @@ __all__ = [
     "section_labels",
 ]
 
-#: Signals of the LSC rules that are identically zero in this comparison (no cytarabine given;
+#: Signals of the LSC rules that are identically zero in this comparison (no chemotherapy given;
 #: the Mesa agent senses 0).
-_ZERO_SIGNALS = ("cytarabine",)
+_ZERO_SIGNALS = ("cytarabine", "doxorubicin")
 #: Signals the LSC rules read that this comparison provides; any other is an error.
 _SIGNALS = ("bound", "contact_blc", "opn", "mitogen", "tgfb", *_ZERO_SIGNALS)
 
@@ -380,7 +380,7 @@ class LSCAgent(CellAgent):
         return {"contact_blc": float(sum(1 for c in cell.neighborhood if c.blc)),
                 "opn": float(cell.opn), "mitogen": float(cell.mitogen),
                 "tgfb": float(cell.tgfb), "bound": 1.0 if self.bound else 0.0,
-                "cytarabine": 0.0}
+                "cytarabine": 0.0, "doxorubicin": 0.0}
 
     def p(self, behaviour: str, signals: Mapping[str, float]) -> float:
         """Per-step probability of an event with the rule-given hazard (1 − exp(−r·dt)); rates
@@ -415,10 +415,16 @@ class LSCAgent(CellAgent):
                 self.bound = False
         elif touching and u < self.p("adhesion_per_h", signals):
             self.bound = True
-        # Death in any phase, plus S-phase death in S-G2-M (zero without cytarabine).
-        if self.phase == SG2M:      # the two hazards add
+        # Death in any phase, plus S-phase death in S-G2-M and cycling-cell death in G1 and
+        # S-G2-M (both zero without chemotherapy); the hazards add.
+        if self.phase == SG2M:
             rate = (model.behaviour["death_per_h"](signals)
-                    + model.behaviour["s_phase_death_per_h"](signals))
+                    + model.behaviour["s_phase_death_per_h"](signals)
+                    + model.behaviour["cycling_death_per_h"](signals))
+            death = 1.0 - math.exp(-rate * model.dt_h)
+        elif self.phase == G1:
+            rate = (model.behaviour["death_per_h"](signals)
+                    + model.behaviour["cycling_death_per_h"](signals))
             death = 1.0 - math.exp(-rate * model.dt_h)
         else:
             death = self.p("death_per_h", signals)

@@ -125,6 +125,24 @@ def cmd_claims(args, con: Console) -> int:
     from .claims import run_claims
 
     _set_threads(1)
+    if args.sensitivity:
+        from .claims import run_sensitivity
+
+        runs = run_sensitivity(Path(args.out), workers=args.workers or 1, only=args.topic,
+                               overrides=_overrides(args))
+        table = Table(title="Claims under changed settings (quick runs)")
+        table.add_column("claim", style="bold")
+        for name in runs:
+            table.add_column(name)
+        ids = list(dict.fromkeys(r.id for t in runs.values() for rs in t.values() for r in rs))
+        verdict = {(r.id, n): r.passed for n, t in runs.items() for rs in t.values() for r in rs}
+        for cid in ids:
+            table.add_row(cid, *("" if (cid, n) not in verdict else
+                                 "[green]PASS[/]" if verdict[(cid, n)] else "[red]FAIL[/]"
+                                 for n in runs))
+        con.print(table)
+        con.print(f"Report: {Path(args.out) / 'sensitivity.md'}")
+        return 0 if all(verdict.values()) else 1
     results = run_claims(Path(args.out), quick=args.quick, workers=args.workers or 1,
                          only=args.topic, overrides=_overrides(args))
     table = Table(title="Claims (MODEL.md section 9)")
@@ -478,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(sensitivity checks, e.g. zones.d_endo_um=30; repeatable)")
     sp.add_argument("--seed", type=int,
                     help="root seed of every claim run (default: each scenario's run.seed)")
+    sp.add_argument("--sensitivity", action="store_true",
+                    help="the quick claims once per setting of marrow_abm.claims.SENSITIVITY "
+                         "(zone widths, section size, seed); writes DIR/sensitivity.md")
     sp.set_defaults(func=cmd_claims)
 
     from .viz.cli import add_viz_parser

@@ -124,6 +124,23 @@ def test_cytarabine_pk_step_mean_integrates_the_bolus():
     assert iv.dose_times_h(data["interventions"]["chemo"]) == [0.0]
 
 
+def test_doxorubicin_pk_accumulates_over_daily_doses():
+    """The '+3' of the 5+3: three daily boluses of a drug with t½ 24 h. Exposure over 30 days is
+    3 D/V / k (each dose's full AUC), the level just before the 3rd dose is the sum of the first
+    two decayed, and nothing is given from stop_day on."""
+    item = {"start_day": 0.0, "stop_day": 3.0, "every_h": 24.0, "dose_mg_per_kg": 3.0,
+            "half_life_h": 24.0, "volume_l_per_kg": 25.0}
+    data = {"interventions": {"doxorubicin": item}}
+    k = np.log(2) / 24.0
+    auc = sum(iv.doxorubicin_step_mean_mg_per_l(data, float(t), 1.0) for t in range(24 * 30))
+    assert auc == pytest.approx(3 * 0.12 / k * (1 - 2.0 ** -30), rel=1e-3)
+    assert iv.dose_times_h(item) == [0.0, 24.0, 48.0]
+    before_third = iv.bolus_step_mean_mg_per_l(item, 47.0, 1.0)
+    exact = 0.12 * (np.exp(-k * 47) + np.exp(-k * 23)) * (1 - np.exp(-k)) / k
+    assert before_third == pytest.approx(exact, rel=1e-12)
+    assert iv.cytarabine_step_mean_mg_per_l(data, 0.0, 1.0) == 0.0   # no chemo table: none
+
+
 def test_intervention_window_is_start_inclusive_stop_exclusive():
     data = {"interventions": {"opn_inhibition": {"start_day": 1.0, "stop_day": 2.0,
                                                  "inhibition": 0.9}}}
@@ -280,15 +297,29 @@ def test_fused_adhesion_and_death_match_unfused_path_and_twins():
 
     phase = rng.integers(0, 3, n).astype(np.int8)
     sig[names.index("cytarabine")] = np.where(rng.random(n) < 0.5, 0.0, 2.0)  # S-phase killing
+    sig[names.index("doxorubicin")] = 0.0
     ref = _unfused(rs, names, "lsc", behs, sig, idx)
     hazard = ref["death_per_h"] + np.where(phase == 2, ref["s_phase_death_per_h"], 0.0)
     u = rng.random(n) * 0.5
     dies = [np.empty(n, bool), np.empty(n, bool)]
-    K.death_step(phase, sig, tab, b["death_per_h"], b["s_phase_death_per_h"], u, 1.0, dies[0])
-    K.death_step_ref(phase, sig, tab, b["death_per_h"], b["s_phase_death_per_h"], u, 1.0,
-                     dies[1])
+    death = (b["death_per_h"], b["s_phase_death_per_h"], b["cycling_death_per_h"])
+    K.death_step(phase, sig, tab, *death, u, 1.0, dies[0])
+    K.death_step_ref(phase, sig, tab, *death, u, 1.0, dies[1])
     assert np.array_equal(dies[0], u < _p(hazard)) and np.array_equal(dies[0], dies[1])
     assert dies[0][phase == 2].mean() > 5 * dies[0][phase != 2].mean() > 0
+
+    # doxorubicin: cycling cells (G1, S-G2-M) die more, G0 not at all more
+    sig[names.index("cytarabine")] = 0.0
+    sig[names.index("doxorubicin")] = np.where(rng.random(n) < 0.5, 0.0, 5.0)
+    ref = _unfused(rs, names, "lsc", behs, sig, idx)
+    hazard = ref["death_per_h"] + np.where(phase != 0, ref["cycling_death_per_h"], 0.0)
+    u = rng.random(n) * 0.05
+    K.death_step(phase, sig, tab, *death, u, 1.0, dies[0])
+    K.death_step_ref(phase, sig, tab, *death, u, 1.0, dies[1])
+    assert np.array_equal(dies[0], u < _p(hazard)) and np.array_equal(dies[0], dies[1])
+    dosed = sig[names.index("doxorubicin")] > 0
+    assert (dies[0][(phase == 1) & dosed].mean() > 5 * dies[0][(phase == 1) & ~dosed].mean())
+    assert np.array_equal(dies[0][phase == 0], u[phase == 0] < _p(ref["death_per_h"][phase == 0]))
 
 
 def test_fused_cycle_and_move_match_unfused_path_and_twins():

@@ -1,5 +1,5 @@
 """Interventions of the AML scenarios (MODEL.md section 7): when each is active, how strong, and
-the plasma concentration of the cytarabine-like chemotherapy.
+the plasma concentrations of the chemotherapy drugs (cytarabine-like and doxorubicin-like).
 
 Everything is a pure function of the scenario data and the time, read at every call, so a key
 changed while running (the browser app) takes effect at the next step. The biological effect of
@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["active", "cytarabine_step_mean_mg_per_l", "dose_times_h", "strength"]
+__all__ = ["active", "bolus_step_mean_mg_per_l", "cytarabine_step_mean_mg_per_l",
+           "dose_times_h", "doxorubicin_step_mean_mg_per_l", "strength"]
 
 
 def active(data: Mapping, name: str, time_h: float) -> Mapping | None:
@@ -44,19 +45,15 @@ def dose_times_h(item: Mapping) -> list[float]:
     return [t0 + i * every for i in range(n)]
 
 
-def cytarabine_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> float:
-    """Mean plasma concentration over [t, t + dt) (mg/L), one-compartment IV bolus PK.
+def bolus_step_mean_mg_per_l(item: Mapping | None, time_h: float, dt_h: float) -> float:
+    """Mean concentration over [t, t + dt) (mg/L) of a drug given as IV boluses with
+    one-compartment PK (``item``: the intervention's table, or None for 0).
 
     C(t) = sum_i D/V exp(-k (t - t_i)) over doses t_i ≤ t, k = ln 2 / t½; the mean over the step
     is exact, so a half-life far shorter than the step (mouse cytarabine ≈ 0.3–0.5 h, MODEL.md
-    §7) still delivers its whole exposure.
-
-    Args:
-        data: resolved scenario data (``interventions.chemo``).
-        time_h: start of the step (h).
-        dt_h: step length (h).
+    §7) still delivers its whole exposure, and one far longer (doxorubicin) accumulates over
+    daily doses.
     """
-    item = (data.get("interventions") or {}).get("chemo")
     if item is None:
         return 0.0
     k = math.log(2.0) / item["half_life_h"]
@@ -67,3 +64,17 @@ def cytarabine_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> 
         if t_i <= time_h + 1e-9:
             total += c0 * math.exp(-k * (time_h - t_i))
     return total * factor
+
+
+def cytarabine_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> float:
+    """Mean plasma cytarabine over [t, t + dt) (mg/L) of ``interventions.chemo``
+    (:func:`bolus_step_mean_mg_per_l`)."""
+    return bolus_step_mean_mg_per_l((data.get("interventions") or {}).get("chemo"), time_h,
+                                    dt_h)
+
+
+def doxorubicin_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> float:
+    """Mean doxorubicin over [t, t + dt) (mg/L) of ``interventions.doxorubicin``
+    (:func:`bolus_step_mean_mg_per_l`)."""
+    return bolus_step_mean_mg_per_l((data.get("interventions") or {}).get("doxorubicin"), time_h,
+                                    dt_h)

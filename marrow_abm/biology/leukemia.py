@@ -7,11 +7,13 @@ Every rate is a rule behaviour (``marrow_abm.rules``) of the cell's signals; not
 at a zone to decide dormancy: the endosteal G0 enrichment has to emerge from where BLC, OPN and
 the MSC mitogen are. Per step:
 
-- ``pk``: plasma cytarabine averaged over the step (``interventions.cytarabine_step_mean``);
+- ``pk``: plasma cytarabine and doxorubicin averaged over the step
+  (``interventions.bolus_step_mean_mg_per_l``);
 - ``secrete``: each leukemic cell adds its rule-given TGF-β1 secretion (× (1 − block));
 - ``rules``: signals -> behaviours; bound cells let go (detachment, or no BLC beside them),
   unbound cells touching a BLC bind (adhesion × (1 − OPN-receptor block));
-- ``cycle``: death (any phase, plus S-phase-specific death in S-G2-M), then G0/G1/S-G2-M
+- ``cycle``: death (any phase, plus S-phase-specific death in S-G2-M and cycling-cell death in
+  G1 and S-G2-M), then G0/G1/S-G2-M
   transitions and division into a free neighbouring voxel (normal tissue is displaced); an
   LSC division gives two LSC with ``p_symmetric_self_renewal``, else an LSC and a blast; a
   blast with no divisions left differentiates and leaves instead of dividing;
@@ -20,7 +22,8 @@ the MSC mitogen are. Per step:
 
 Interventions acting here: ``tgfb_secretion_block``, ``opn_receptor_block`` (OPN signal,
 adhesion and chemotaxis scaled by 1 − inhibition), ``transwell`` (no BLC contact: contact
-signals 0, no binding). ``chemo`` acts through the ``cytarabine`` signal of the rules.
+signals 0, no binding). ``chemo`` acts through the ``cytarabine`` signal of the rules,
+``doxorubicin`` through the ``doxorubicin`` signal.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class LeukemiaModule(BiologyModule):
                         for k in LEUKEMIC_KINDS}
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
         engine.cytarabine_mg_per_l = 0.0
+        engine.doxorubicin_mg_per_l = 0.0
         self._place()
 
     def _place(self) -> None:
@@ -109,6 +113,8 @@ class LeukemiaModule(BiologyModule):
         eng = self.engine
         eng.cytarabine_mg_per_l = iv.cytarabine_step_mean_mg_per_l(eng.scenario.data, eng.time_h,
                                                                    eng.dt_h)
+        eng.doxorubicin_mg_per_l = iv.doxorubicin_step_mean_mg_per_l(eng.scenario.data,
+                                                                     eng.time_h, eng.dt_h)
 
     def secrete(self) -> None:
         eng = self.engine
@@ -166,6 +172,8 @@ class LeukemiaModule(BiologyModule):
                     sig[z] = m[vox].astype(np.float64)
         if want("cytarabine"):
             sig["cytarabine"] = np.full(rows.size, eng.cytarabine_mg_per_l)
+        if want("doxorubicin"):
+            sig["doxorubicin"] = np.full(rows.size, eng.doxorubicin_mg_per_l)
         return sig
 
     def behaviours(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -241,7 +249,7 @@ class LeukemiaModule(BiologyModule):
             phase = cells["phase"][rows]
             dies = np.empty(n, dtype=np.bool_)
             death_step(phase, st.sig, tab, b["death_per_h"], b["s_phase_death_per_h"],
-                       rng_d.random(n), eng.dt_h, dies)
+                       b["cycling_death_per_h"], rng_d.random(n), eng.dt_h, dies)
             cells.kill(rows[dies])
             free[cells["voxel"][rows[dies]]] = 1
             keep = np.flatnonzero(~dies)
@@ -408,6 +416,7 @@ class LeukemiaModule(BiologyModule):
             "mean_lsc_tgfb_secretion": lsc_mean("tgfb_secretion_per_h"),
             "burden": burden, "frac_normal": frac_normal,
             "cytarabine_mg_per_l": lambda: np.full(len(z.names), eng.cytarabine_mg_per_l),
+            "doxorubicin_mg_per_l": lambda: np.full(len(z.names), eng.doxorubicin_mg_per_l),
         }
 
 

@@ -79,6 +79,7 @@ class NicheDynamicsModule(BiologyModule):
         for z, m in S.zone_maps(eng).items():
             sig[z] = m[vox].astype(np.float64)
         sig["cytarabine"] = np.full(rows.size, getattr(eng, "cytarabine_mg_per_l", 0.0))
+        sig["doxorubicin"] = np.full(rows.size, getattr(eng, "doxorubicin_mg_per_l", 0.0))
         if kind == "blc":
             r2 = cells["tgfbr2"][rows]
             sig["tgfbr2"] = r2

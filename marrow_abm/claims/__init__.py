@@ -16,7 +16,9 @@ can be re-checked at other zone widths, section sizes and root seeds (MODEL.md s
 ``out_dir/<topic>.md`` per topic, and tells whether every claim held. ``marrow-abm claims --out
 DIR`` calls it and exits non-zero when a claim fails. The fast versions of the same checks are
 in ``tests/`` (CI); the full versions are this command, whose report is committed as
-``docs/validation.md``.
+``docs/validation.md``. ``run_sensitivity`` (``marrow-abm claims --sensitivity``) repeats the
+quick versions over :data:`SENSITIVITY` (zone widths, section size, root seed) and writes the
+table of verdicts, ``sensitivity.md``.
 """
 
 from __future__ import annotations
@@ -144,6 +146,75 @@ def run_claims(out_dir: Path, *, quick: bool = False, workers: int = 1,
     ]
     (out_dir / "validation.md").write_text("\n".join(head) + "\n".join(sections))
     return results
+
+
+#: The settings MODEL.md section 9 asks the claims to survive ("reasonable changes of zone widths,
+#: grid size and seed"), each one change from the quick plan: variant name -> ``--set`` strings.
+#: The section-size variant replaces the quick plan's 250 µm marrow radius.
+SENSITIVITY: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "d_endo 30": ("zones.d_endo_um=30",),
+    "d_endo 80": ("zones.d_endo_um=80",),
+    "d_central 100": ("zones.d_central_um=100",),
+    "d_central 200": ("zones.d_central_um=200",),
+    "radius 350": ("geometry.marrow_radius_um=350",),
+    "seed 2": ("run.seed=2",),
+    "seed 3": ("run.seed=3",),
+}
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def sensitivity_markdown(runs: dict[str, dict[str, list[ClaimResult]]]) -> str:
+    """Table of verdicts, claims × settings, from ``run_sensitivity``'s results."""
+    names = list(runs)
+    ids: list[str] = []
+    verdict: dict[tuple[str, str], bool] = {}
+    for name, topics_ in runs.items():
+        for rs in topics_.values():
+            for r in rs:
+                if r.id not in ids:
+                    ids.append(r.id)
+                verdict[(r.id, name)] = r.passed
+    lines = [
+        "# Claims under changed settings (quick runs)", "",
+        f"marrow-abm {__version__}. Each column is one quick claims run with one change from the "
+        "quick plan (`marrow_abm.claims.SENSITIVITY`); its report is in `sensitivity/<column>/`.",
+        "", "| claim | " + " | ".join(f"{n} ({', '.join(f'`{o}`' for o in SENSITIVITY.get(n, ())) or 'none'})"
+                                       for n in names) + " |",
+        "|---|" + "---|" * len(names)]
+    for cid in ids:
+        cells = ["" if (cid, n) not in verdict else ("PASS" if verdict[(cid, n)] else "**FAIL**")
+                 for n in names]
+        lines.append(f"| {cid} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_sensitivity(out_dir: Path, *, workers: int = 1, only: list[str] | None = None,
+                    overrides: Sequence[str] = (),
+                    variants: Sequence[str] | None = None) -> dict[str, dict[str, list[ClaimResult]]]:
+    """The quick claims under every setting of :data:`SENSITIVITY` (or ``variants`` of it).
+
+    Each setting's full quick report goes to ``out_dir/sensitivity/<setting>/``; the table of
+    verdicts to ``out_dir/sensitivity.md`` (rewritten after every setting, so an interrupted run
+    keeps the finished columns). ``overrides`` go before each setting's own.
+    """
+    out_dir = Path(out_dir)
+    chosen = list(SENSITIVITY) if variants is None else list(variants)
+    unknown = [v for v in chosen if v not in SENSITIVITY]
+    if unknown:
+        from ..errors import MarrowError
+        raise MarrowError(f"unknown sensitivity setting(s) {unknown}; available: "
+                          f"{', '.join(SENSITIVITY)}")
+    runs: dict[str, dict[str, list[ClaimResult]]] = {}
+    for name in chosen:
+        runs[name] = run_claims(out_dir / "sensitivity" / _slug(name), quick=True,
+                                workers=workers, only=only,
+                                overrides=(*overrides, *SENSITIVITY[name]))
+        (out_dir / "sensitivity.md").write_text(sensitivity_markdown(runs))
+    return runs
 
 
 def pyplot():

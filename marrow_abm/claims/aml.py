@@ -190,8 +190,11 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 1,
     workers = max(1, int(workers))
     reps = range(plan.replicates)
     ov = plan.overrides
+    # the 5+3 induction: cytarabine days 1-5, doxorubicin days 1-3 (scenarios/aml_chemo.toml)
     chemo_ov = ov + (f"interventions.chemo.start_day={plan.chemo_start_day}",
-                     f"interventions.chemo.stop_day={plan.chemo_start_day + 5}")
+                     f"interventions.chemo.stop_day={plan.chemo_start_day + 5}",
+                     f"interventions.doxorubicin.start_day={plan.chemo_start_day}",
+                     f"interventions.doxorubicin.stop_day={plan.chemo_start_day + 3}")
     comb_ov = chemo_ov + (f"interventions.tgfb_neutralisation.start_day={plan.chemo_start_day - 3}",
                           f"interventions.tgfb_neutralisation.stop_day={plan.chemo_start_day + 5}")
     doses = (0.0, 0.1, 0.3, 1.0, 3.0)
@@ -570,7 +573,7 @@ def _plot_chemo(results, path, t0, t1, rel) -> None:
         _band(ax, frames, "all", "n_lsc", label)
     ax.axvspan(t0, t1, color="grey", alpha=0.2)
     ax.set(xlabel="time after transplant (days)", ylabel="LSC in section (log)", yscale="log",
-           title="LSC through chemotherapy (grey: cytarabine)")
+           title="LSC through chemotherapy (grey: 5+3 induction)")
     ax.legend(fontsize=8)
     for tag, label in arms:
         t, seen = np.asarray(rel[tag][0], float), np.asarray(rel[tag][1], bool)

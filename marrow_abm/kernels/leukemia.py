@@ -380,34 +380,49 @@ def adhesion_step_ref(sig, tab, b_secretion, b_adhesion, b_detachment, contact_r
 
 
 @njit(cache=True, parallel=True)
-def death_step(phase, sig, tab, b_death, b_s_death, u, dt_h, out_dies):
-    """Death in any phase, plus S-phase-specific death in S-G2-M (the hazards add).
+def death_step(phase, sig, tab, b_death, b_s_death, b_c_death, u, dt_h, out_dies):
+    """Death in any phase, plus S-phase-specific death in S-G2-M (cytarabine-like), plus
+    cycling-cell death in G1 and S-G2-M (anthracycline-like; G0 spared). The hazards add, in
+    that order.
 
     Args:
         phase: (n,) int8 phases; sig, tab: as for ``adhesion_step``.
-        b_death, b_s_death: table rows of ``death_per_h`` and ``s_phase_death_per_h``.
+        b_death, b_s_death, b_c_death: table rows of ``death_per_h``, ``s_phase_death_per_h``
+            and ``cycling_death_per_h``.
         u: (n,) uniforms.
         out_dies: (n,) bool, written.
     """
     p_base = _base_probs(tab, dt_h)
-    # Both hazards at their base rates (no positive rule signal): computed once.
-    p_base_sg2m = _prob(tab[b_death, 0] + tab[b_s_death, 0], dt_h)
+    # The hazards at their base rates (no positive rule signal): computed once per phase.
+    p_base_g1 = _prob(tab[b_death, 0] + tab[b_c_death, 0], dt_h)
+    p_base_sg2m = _prob(tab[b_death, 0] + tab[b_s_death, 0] + tab[b_c_death, 0], dt_h)
     for i in prange(phase.shape[0]):
-        if phase[i] != 2:
-            # The unfused hazard is death + 0.0, which is death exactly.
+        ph = phase[i]
+        if ph == 0:
+            # The unfused hazard is death + 0.0 + 0.0, which is death exactly.
             out_dies[i] = u[i] < _rate_prob(tab, p_base, b_death, sig, i, dt_h)
-        elif behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_s_death, sig, i):
+        elif ph == 1:
+            if behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_c_death, sig, i):
+                out_dies[i] = u[i] < _prob(behaviour_value(tab, b_death, sig, i)
+                                           + behaviour_value(tab, b_c_death, sig, i), dt_h)
+            else:
+                out_dies[i] = u[i] < p_base_g1
+        elif (behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_s_death, sig, i)
+              or behaviour_active(tab, b_c_death, sig, i)):
             out_dies[i] = u[i] < _prob(behaviour_value(tab, b_death, sig, i)
-                                       + behaviour_value(tab, b_s_death, sig, i), dt_h)
+                                       + behaviour_value(tab, b_s_death, sig, i)
+                                       + behaviour_value(tab, b_c_death, sig, i), dt_h)
         else:
             out_dies[i] = u[i] < p_base_sg2m
 
 
-def death_step_ref(phase, sig, tab, b_death, b_s_death, u, dt_h, out_dies):
+def death_step_ref(phase, sig, tab, b_death, b_s_death, b_c_death, u, dt_h, out_dies):
     """Numpy twin of ``death_step``."""
     everyone = np.arange(phase.shape[0])
     hazard = behaviour_value_ref(tab, b_death, sig, everyone) + np.where(
         phase == 2, behaviour_value_ref(tab, b_s_death, sig, everyone), 0.0)
+    hazard = hazard + np.where(phase != 0, behaviour_value_ref(tab, b_c_death, sig, everyone),
+                               0.0)
     out_dies[:] = u < 1.0 - np.exp(-hazard * dt_h)
 
 

@@ -42,6 +42,8 @@ R.register_signal("tgfbr2", "The BLC's own Tgfbr2 level (relative to healthy = 1
 R.register_signal("tgfb_receptor", "TGF-β1 engaging the BLC's receptors: TGF-β1 at the cell × "
                   "active (uninhibited) Tgfbr2.", "normalised", ("blc",))
 R.register_signal("cytarabine", "Plasma cytarabine, averaged over the step.", "mg/L")
+R.register_signal("doxorubicin", "Doxorubicin exposure (one-compartment concentration), "
+                  "averaged over the step.", "mg/L")
 
 _LEUK_BEHAVIOURS = {
     "g0_entry_per_h": ("Rate at which a G1 cell enters G0 (Ki67-; p21/p57 dormancy drive).",
@@ -53,6 +55,8 @@ _LEUK_BEHAVIOURS = {
     "death_per_h": ("Death hazard in any phase.", "1/h", 0.0, 100.0),
     "s_phase_death_per_h": ("Extra death hazard of cells in S-G2-M (S-phase-specific "
                             "cytotoxics such as cytarabine).", "1/h", 0.0, 1000.0),
+    "cycling_death_per_h": ("Extra death hazard of cycling cells, G1 and S-G2-M (G0 spared; "
+                            "anthracyclines such as doxorubicin).", "1/h", 0.0, 1000.0),
     "migration_per_h": ("Rate of stepping to a free neighbouring voxel (unbound cells).", "1/h",
                         0.0, 100.0),
     "chemotaxis_opn": ("Probability that a step goes up the OPN gradient.", "probability",
@@ -154,18 +158,31 @@ def _intervention(description: str, extra: dict[str, Node]) -> Table:
 _INHIBITION = _float("Fraction of the target's activity removed while active.", "fraction",
                      min=0.0, max=1.0)
 
+def _bolus(dose_note: str, half_life_note: str) -> dict[str, Node]:
+    """Keys of a drug given as repeated IV boluses with one-compartment PK."""
+    return {
+        "dose_mg_per_kg": _float(f"Dose per injection ({dose_note}).", "mg/kg", min=0.0,
+                                 max=1e4),
+        "every_h": _float("Dosing interval.", "h", min=0.0, max=8760.0, min_open=True),
+        "half_life_h": _float(f"Elimination half-life ({half_life_note}).", "h", min=0.0,
+                              max=1000.0, min_open=True),
+        "volume_l_per_kg": _float("Volume of distribution.", "L/kg", min=0.0, max=1000.0,
+                                  min_open=True),
+    }
+
+
 INTERVENTIONS: dict[str, Node] = {
     "chemo": _intervention("Cytarabine-like chemotherapy: IV bolus doses, one-compartment PK; "
                            "kills through the `cytarabine` signal of the rules "
-                           "(s_phase_death_per_h). MODEL.md §7.", {
-        "dose_mg_per_kg": _float("Dose per injection (mouse regimen 100 mg/kg/day × 5 d, "
-                                 "MODEL.md §7).", "mg/kg", min=0.0, max=1e4),
-        "every_h": _float("Dosing interval.", "h", min=0.0, max=8760.0, min_open=True),
-        "half_life_h": _float("Plasma half-life (mouse 0.3–0.5 h, human 1–3 h; MODEL.md §7).",
-                              "h", min=0.0, max=1000.0, min_open=True),
-        "volume_l_per_kg": _float("Volume of distribution.", "L/kg", min=0.0, max=100.0,
-                                  min_open=True),
-    }),
+                           "(s_phase_death_per_h). MODEL.md §7.", _bolus(
+                               "mouse regimen 100 mg/kg/day × 5 d, MODEL.md §7",
+                               "mouse 0.3–0.5 h, human 1–3 h; MODEL.md §7")),
+    "doxorubicin": _intervention("Anthracycline (doxorubicin-like), the '+3' of the mouse '5+3' "
+                                 "induction (PARAMETERS.md 1.9): IV bolus doses, "
+                                 "one-compartment PK; kills through the `doxorubicin` signal "
+                                 "of the rules (cycling_death_per_h).", _bolus(
+                                     "mouse '5+3': 3 mg/kg × 3 d, PARAMETERS.md 1.9",
+                                     "terminal, human 20–48 h; mouse tissue ≈ 25 h")),
     "tgfb_secretion_block": _intervention("Block LSC (and blast) TGF-β1 secretion.",
                                           {"inhibition": _INHIBITION}),
     "tgfb_neutralisation": _intervention("Neutralising TGF-β1 antibody: extra first-order "
