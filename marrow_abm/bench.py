@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from marrow_abm.geometry import BONE, SINUSOID, touching
 from marrow_abm.kernels import diffusion as kern
-from marrow_abm.kernels import multigrid as mg
+from marrow_abm.kernels import compartments as cp
 
 #: BioFVM's C++ LOD solver (PhysiCell), 2 fields on 1024², measured on this machine type:
 #: field-voxel updates per second for 1 and 2 threads (from the project issue).
@@ -168,10 +168,10 @@ def _be_solve_results(labels, c, source, uptake, faces, ns, work, out, repeats) 
     """One whole backward-Euler solve (r = 360, the TGF-β1 step; tolerance as ``FieldSet``)
     per preconditioner, timed alternately so that both see the same machine load."""
     tol = 1e-8 if c.dtype == np.float64 else 1e-5
-    scratch = mg.mg_work(c.shape)
+    scratch = cp.cp_work(c.shape)
     args = (labels, faces, ns, source, uptake, 2.5, 1.0, 1.0, _R_IMPLICIT, tol, 5000, work)
     solvers = {"jacobi": lambda: kern.backward_euler_solve(c, out, *args),
-               "multigrid": lambda: mg.backward_euler_solve_mg(c, out, *args, scratch)}
+               "compartments": lambda: cp.backward_euler_solve_cp(c, out, *args, scratch)}
     rows = {name: {"iterations": int(fn()), "seconds": math.inf} for name, fn in solvers.items()}
     for _ in range(max(2, repeats // 4)):
         for name, fn in solvers.items():
@@ -289,10 +289,10 @@ def print_bench(result: dict) -> None:
     for row in result["sizes"]:
         be = row.get("be_solve")
         if be:
-            j, m = be["jacobi"], be["multigrid"]
+            j, m = be["jacobi"], be["compartments"]
             console.print(f"{row['n']}² {row['dtype']}: one backward-Euler solve (r = 360): "
                           f"Jacobi-PCG {j['iterations']} iterations {1e3 * j['seconds']:.1f} ms, "
-                          f"multigrid-PCG {m['iterations']} iterations "
+                          f"compartment-PCG {m['iterations']} iterations "
                           f"{1e3 * m['seconds']:.1f} ms ({j['seconds'] / m['seconds']:.2f}x)")
     d = result["default_step"]
     if d.get("available"):

@@ -15,11 +15,12 @@ Three solvers sit behind one interface (the kernels are in ``marrow_abm.kernels.
   section at dt = 1 h its relaxed field is 30–45% off the fine-step explicit one (see
   ``tests/test_fields.py``), so it is never chosen automatically.
 - ``backward_euler``: one fully implicit step per dt, solved matrix-free by conjugate
-  gradients warm-started from the previous field, preconditioned by Jacobi or by one V-cycle
-  of aggregation multigrid (``marrow_abm.kernels.multigrid``: ~46 iterations where Jacobi
-  needs ~146 for the hourly TGF-β1 step, but each costs ~3 Jacobi iterations, so it is an
-  option for large sections on one thread, not the default). Its fixed point is exactly the discrete steady state, so the
-  relaxed field is right at any dt.
+  gradients warm-started from the previous field. Preconditioned by default by exact solves on
+  the marrow's closed compartments (``marrow_abm.kernels.compartments``: the sinusoid walls cut
+  the marrow into compartments of ~100 voxels, so the matrix is block diagonal and one direct
+  step converges; Jacobi-PCG finishes any component too large to factor), or by Jacobi
+  (~150–200 iterations for the hourly TGF-β1 and mitogen steps). Its fixed point is exactly the
+  discrete steady state, so the relaxed field is right at any dt.
 
 ``method="auto"`` picks ``explicit`` when at most ``AUTO_MAX_EXPLICIT_SUBSTEPS`` sub-steps
 suffice (accurate in time and, up to there, cheaper), else ``backward_euler``. With the default
@@ -39,7 +40,7 @@ import numpy as np
 
 from marrow_abm.errors import GeometryError, SolverError
 from marrow_abm.kernels import diffusion as kern
-from marrow_abm.kernels import multigrid as mg
+from marrow_abm.kernels import compartments as cp
 
 #: Solver names accepted by :class:`FieldSet` (``"auto"`` chooses per field).
 METHODS = ("auto", "explicit", "lod", "backward_euler")
@@ -56,16 +57,17 @@ EXPLICIT_BLOCK = 8
 #: CG stopping rule ||residual|| <= tol ||rhs|| per dtype, and the iteration cap.
 CG_TOL = {"float64": 1e-8, "float32": 1e-5}
 CG_MAX_ITER = 5000
-#: Preconditioners of the backward-Euler CG. Jacobi is the default: multigrid needs ~3x fewer
-#: iterations but each costs ~3 Jacobi iterations. Measured on ``aml_progression`` (both
-#: alternating on one engine, then on the same captured warm hourly TGF-β1 system, best of 5;
-#: load 1.7-2.4), TGF-β1 solve Jacobi vs multigrid: 1 thread 145² 11.6 vs 13.5 ms (156 vs 47
-#: iterations), 501² 95.9 vs 97.5 ms, 1001² 626 vs 531 ms (whole step 1.37 vs 1.08 s); 2
-#: threads 1001² 282 vs 311 ms. Quiet machine, `marrow-abm bench --model --sizes 1001`: step
-#: 1.60 s (Jacobi) vs 1.36 s (multigrid) on 1 thread, 0.73 vs 1.00 s on 2, and multigrid adds
-#: 8.4 B per voxel (docs/performance.md, "Faster fields"). A size-based automatic choice was
-#: tried and dropped: it lost the 2-thread case and the memory target at 1001².
-PRECONDITIONERS = ("jacobi", "multigrid")
+#: Preconditioners of the backward-Euler CG; the first is the default. "compartments" solves
+#: each closed marrow compartment exactly: the 1-voxel sinusoid walls cut the marrow into
+#: compartments (aml_progression 1001²: 12 320, <= 103 voxels), so the matrix is block diagonal
+#: and one direct step converges (Jacobi-PCG continues only on components too large to
+#: factor, so a geometry without compartments costs what Jacobi costs). Measured on
+#: ``aml_progression`` (`bench_size`, 4 steps after 3, load 3.4-3.8 on 2 cores), iterations
+#: tgfb/mitogen Jacobi 143/199 (501²), 142/202 (1001²) vs 1/1; diffuse phase 1 thread 501²
+#: 323 vs 46 ms, 1001² 1407 vs 191 ms (step 1.40 vs 0.19 s); 2 threads (contended) 1001²
+#: 9000 vs 314 ms. Scratch 5 B per voxel. An aggregation-multigrid V-cycle tried before
+#: needed ~49/54 iterations, each costing ~3 Jacobi ones (docs/performance.md).
+PRECONDITIONERS = ("compartments", "jacobi")
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 _UM2_PER_S_TO_UM2_PER_H = 3600.0
@@ -141,7 +143,8 @@ class FieldSet:
             slow down badly when another process wants the core; see docs/performance.md).
             ``None`` keeps numba's current setting.
         cg_tol: relative residual at which backward-Euler CG stops (default per dtype).
-        preconditioner: ``"jacobi"`` (default) or ``"multigrid"``, for backward-Euler CG. Both stop at the same relative residual.
+        preconditioner: ``"compartments"`` (default: exact solves on closed compartments) or
+            ``"jacobi"``, for backward-Euler CG. Both stop at the same relative residual.
 
     Attributes:
         names: field names, in the order of ``specs``.
@@ -156,7 +159,7 @@ class FieldSet:
     def __init__(self, labels, dx_um: float, dt_h: float, specs: Mapping[str, FieldSpec],
                  method: str | Mapping[str, str] = "auto", dtype: str = "float64",
                  n_threads: int | None = 1, cg_tol: float | None = None,
-                 preconditioner: str = "jacobi"):
+                 preconditioner: str = PRECONDITIONERS[0]):
         self.labels = _check_labels(labels)
         self.dx_um = _positive("dx_um", dx_um)
         self.dt_h = _positive("dt_h", dt_h)
@@ -171,10 +174,10 @@ class FieldSet:
         if preconditioner not in PRECONDITIONERS:
             raise SolverError(f"unknown preconditioner {preconditioner!r}; "
                               f"valid: {', '.join(PRECONDITIONERS)}")
-        #: the preconditioner in use, ``"jacobi"`` or ``"multigrid"``
+        #: the preconditioner in use, ``"compartments"`` or ``"jacobi"``
         self.preconditioner = preconditioner
-        # coarse multigrid levels (float32, ~10 bytes per fine voxel), shared like _cg_work
-        self._mg_work: tuple | None = None
+        # the compartment partition (5 bytes per voxel), shared like _cg_work
+        self._cp_work: cp.CompartmentScratch | None = None
         # One CG scratch (5 arrays) for all backward-Euler fields: they are solved one after
         # another and the solver overwrites it, so sharing saves 40 bytes/voxel per field.
         self._cg_work: np.ndarray | None = None
@@ -225,8 +228,8 @@ class FieldSet:
                                lod_plan=kern.lod_plan(self._faces, sigma, dt))
         if self._cg_work is None:
             self._cg_work = np.zeros((5,) + shape, dt)
-        if self.preconditioner == "multigrid" and self._mg_work is None:
-            self._mg_work = mg.mg_work(shape)
+        if self.preconditioner == "compartments" and self._cp_work is None:
+            self._cp_work = cp.cp_work(shape)
         return _FieldState(spec, method, sigma, 1, self.dt_h, sigma, tmp, work=self._cg_work)
 
     # ----------------------------------------------------------------------------------
@@ -343,10 +346,10 @@ class FieldSet:
             kern.reaction_coefficients(self.labels, self._n_sinus, source, uptake, k, cl,
                                        self.dt_h, st.retain, st.gain)
             kern.lod_step(c, c, st.retain, st.gain, r, *st.lod_plan)
-        elif self.preconditioner == "multigrid":
-            st.last_cg_iterations = int(mg.backward_euler_solve_mg(
+        elif self.preconditioner == "compartments":
+            st.last_cg_iterations = int(cp.backward_euler_solve_cp(
                 c, st.tmp, self.labels, self._faces, self._n_sinus, source, uptake, k, cl,
-                self.dt_h, float(st.r), self.cg_tol, CG_MAX_ITER, st.work, self._mg_work))
+                self.dt_h, float(st.r), self.cg_tol, CG_MAX_ITER, st.work, self._cp_work))
         else:
             st.last_cg_iterations = int(kern.backward_euler_solve(
                 c, st.tmp, self.labels, self._faces, self._n_sinus, source, uptake, k, cl,

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from marrow_abm.kernels import diffusion as kern
-from marrow_abm.kernels import multigrid as mg
+from marrow_abm.kernels import compartments as cp
 
 DTYPES = [np.float64, np.float32]
 # Same operations in the same order; float32 differs only by the rounding of the twin's
@@ -270,72 +270,120 @@ def test_backward_euler_solve_matches_ref_and_direct_solve(dtype):
 
 
 # ------------------------------------------------------------------------------------------
-# backward Euler with the multigrid preconditioner
-def _mg_problem(shape, seed, r=360.0):
-    labels, _, _, uptake = _random_problem(shape=shape, seed=seed)
+# backward Euler with the multigrid preconditioner (exact solves on the compartments)
+def _compartments(shape=(61, 75), seed=20, pitch=(7, 9)):
+    """Marrow cut by 1-voxel sinusoid walls into closed compartments (as the bundled
+    geometry), with some bone; returns the arguments of a solve."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int8)
+    labels[::pitch[0]] = 2
+    labels[:, ::pitch[1]] = 2
+    labels[rng.random(shape) < 0.08] = 1
+    marrow = labels == 0
+    c = np.where(marrow, rng.random(shape) * 3.0, 0.0)
+    source = np.where(rng.random(shape) < 0.05, 20.0, 0.0)
+    uptake = rng.random(shape) * 0.5
+    return labels, c, source, uptake
+
+
+def _geometry(kind, dtype=np.float64, shape=(57, 71), seed=15):
+    if kind == "compartments":
+        labels, c, source, uptake = _compartments(shape, seed)
+        return labels, c.astype(dtype), source, uptake
+    # 70% marrow at random percolates: one large component and small ones
+    return _random_problem(shape=shape, dtype=dtype, seed=seed)
+
+
+def _cp_solve(labels, c, source, uptake, tol=1e-10, r=360.0, scratch=None):
+    faces, ns = kern.open_faces(labels), kern.sinusoid_neighbours(labels)
+    out = np.empty_like(c)
+    scratch = cp.cp_work(c.shape) if scratch is None else scratch
+    n = cp.backward_euler_solve_cp(c, out, labels, faces, ns, source, uptake, 0.7, 1.3, 1.0, r,
+                                   tol, 2000, np.empty((5,) + c.shape, c.dtype), scratch)
+    return out, n
+
+
+@pytest.mark.parametrize("kind", ["compartments", "random"])
+def test_cp_subdomains_match_ref_and_are_whole_components(kind):
+    labels, *_ = _geometry(kind, shape=(83, 97), seed=21)
+    faces = kern.open_faces(labels)
+    ids = np.empty(labels.shape, np.int32)
+    sub, n_large = cp.cp_subdomains(labels, faces, ids)
+    ids_ref, sub_ref, n_large_ref = cp.cp_subdomains_ref(labels, faces)
+    np.testing.assert_array_equal(ids, ids_ref)
+    np.testing.assert_array_equal(sub, sub_ref)
+    assert n_large == n_large_ref
+    assert (n_large == 0) == (kind == "compartments")
+    assert np.count_nonzero(ids == cp.CP_LARGE) == n_large
+    np.testing.assert_array_equal(ids == -1, labels != 0)
+    # a subdomain is one whole connected component inside its bounding box
+    import scipy.ndimage as ndi
+    comp, _ = ndi.label(labels == 0)
+    for s, (i0, j0, h, w) in enumerate(sub):
+        member = ids == s
+        assert len(np.unique(comp[member])) == 1
+        np.testing.assert_array_equal(member, comp == comp[member][0])
+        rows, cols = np.nonzero(member)
+        assert (rows.min(), cols.min(), rows.max() - i0 + 1, cols.max() - j0 + 1) == (i0, j0, h, w)
+        assert member.sum() <= cp.CP_MAX_VOXELS and min(h, w) <= cp.CP_MAX_BAND
+
+
+@pytest.mark.parametrize("kind", ["compartments", "random"])
+def test_cp_block_solve_matches_ref(kind):
+    labels, _, _, uptake = _geometry(kind, seed=11)
     faces = kern.open_faces(labels)
     f = faces.astype(np.int64)
     n_open = (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1) + ((f >> 3) & 1)
-    lam = 0.7 + 1.3 * kern.sinusoid_neighbours(labels) + uptake
-    diag = np.where(labels == 0, 1.0 + lam + r * n_open, 1.0)
-    return labels, faces, diag
+    diag = np.where(labels == 0, 1.7 + uptake + 360.0 * n_open, 1.0)
+    t = np.random.default_rng(12).standard_normal(labels.shape)
+    scratch = cp.cp_work(labels.shape)
+    ids, sub, _ = scratch.partition(labels, faces)
+    z = np.full(labels.shape, np.nan)
+    cp.cp_block_solve(t, diag, faces, 360.0, ids, sub, z)
+    ref = cp.cp_block_solve_ref(t, diag, faces, 360.0, ids)
+    inside = ids >= 0
+    np.testing.assert_allclose(z[inside], ref[inside], rtol=1e-10, atol=1e-13)
+    assert np.all(np.isnan(z[~inside]))          # writes the subdomains only
 
 
-def _vcycle(labels, faces, diag, res, r=360.0):
-    levels, op, vec, mask = mg.mg_work(labels.shape)
-    inv_d, z, part = np.empty_like(diag), np.empty_like(diag), np.empty(labels.shape[0])
-    mg.mg_setup(diag, inv_d, labels, faces, r, levels, op, vec, mask)
-    rz = mg.mg_vcycle(res, diag, inv_d, labels, r, levels, op, vec, mask, z, part)
-    return z, rz
-
-
-def test_mg_plan_halves_until_a_few_hundred_voxels():
-    plan = mg.mg_plan((1001, 1001))
-    assert [tuple(row[:2]) for row in plan] == [(501, 501), (251, 251), (126, 126), (63, 63),
-                                                (32, 32), (16, 16)]
-    assert plan[-1, 0] * plan[-1, 1] <= mg.MG_COARSEST_VOXELS < plan[-2, 0] * plan[-2, 1]
-    assert len(mg.mg_plan((12, 30))) == 0
-
-
-@pytest.mark.parametrize("shape", [(37, 53), (145, 145), (6, 7)])
-def test_mg_vcycle_matches_ref(shape):
-    labels, faces, diag = _mg_problem(shape, seed=11)
-    res = np.where(labels == 0, np.random.default_rng(12).standard_normal(shape), 0.0)
-    z, rz = _vcycle(labels, faces, diag, res)
-    ref = mg.mg_vcycle_ref(res, mg.mg_levels_ref(diag, labels, faces, 360.0))
-    # coarse levels are float32 in both; numba and numpy round their sums differently
-    np.testing.assert_allclose(z, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
-    assert rz == pytest.approx(float(np.sum(res * ref)), rel=1e-6)
-    assert np.all(z[labels != 0] == 0)
-
-
-def test_mg_preconditioner_is_symmetric_positive_definite():
-    labels, faces, diag = _mg_problem((61, 45), seed=13)
+def test_cp_preconditioner_is_symmetric_positive_definite():
+    labels, _, _, uptake = _compartments((61, 45), seed=13)
+    faces = kern.open_faces(labels)
+    f = faces.astype(np.int64)
+    n_open = (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1) + ((f >> 3) & 1)
+    diag = np.where(labels == 0, 1.7 + uptake + 360.0 * n_open, 1.0)
+    ids, sub, _ = cp.cp_work(labels.shape).partition(labels, faces)
     rng = np.random.default_rng(14)
     u, v = (np.where(labels == 0, rng.standard_normal(labels.shape), 0.0) for _ in range(2))
-    mu, _ = _vcycle(labels, faces, diag, u)
-    mv, _ = _vcycle(labels, faces, diag, v)
+    mu, mv = np.zeros(labels.shape), np.zeros(labels.shape)
+    cp.cp_block_solve(u, diag, faces, 360.0, ids, sub, mu)
+    cp.cp_block_solve(v, diag, faces, 360.0, ids, sub, mv)
     scale = np.sqrt(np.sum(u * mu) * np.sum(v * mv))
-    assert abs(np.sum(v * mu) - np.sum(u * mv)) < 1e-6 * scale
+    assert abs(np.sum(v * mu) - np.sum(u * mv)) < 1e-12 * scale
     for w, mw in ((u, mu), (v, mv), (u - v, mu - mv)):
         assert np.sum(w * mw) > 0
 
 
+@pytest.mark.parametrize("kind", ["compartments", "random"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_backward_euler_mg_matches_ref_jacobi_and_direct_solve(dtype):
-    labels, c, source, uptake = _random_problem(shape=(57, 71), dtype=dtype, seed=15)
+def test_backward_euler_mg_matches_ref_jacobi_and_direct_solve(dtype, kind):
+    labels, c, source, uptake = _geometry(kind, dtype)
     faces, ns = kern.open_faces(labels), kern.sinusoid_neighbours(labels)
     args = (labels, faces, ns, source, uptake, 0.7, 1.3, 1.0, 360.0)
     tol = 1e-10 if dtype is np.float64 else 1e-5
-    out, ref, jac = np.empty_like(c), np.empty_like(c), np.empty_like(c)
-    n_mg = mg.backward_euler_solve_mg(c, out, *args, tol, 2000,
-                                      np.empty((5,) + c.shape, dtype), mg.mg_work(c.shape))
-    n_ref = mg.backward_euler_solve_mg_ref(c, ref, *args, tol, 2000)
+    ref, jac = np.empty_like(c), np.empty_like(c)
+    out, n_mg = _cp_solve(labels, c, source, uptake, tol)
+    n_ref = cp.backward_euler_solve_cp_ref(c, ref, *args, tol, 2000)
     n_jac = kern.backward_euler_solve(c, jac, *args, tol, 2000,
                                       np.empty((5,) + c.shape, dtype))
     assert 0 < n_mg and abs(n_mg - n_ref) <= 2
-    # the point of the preconditioner: far fewer iterations than Jacobi at r = 360
-    assert n_mg * 3 < n_jac
+    if kind == "compartments":
+        # every component solved directly: one step where Jacobi needs ~150 (float32: a
+        # second one, as A p rounds to ~1e-4 of the residual there)
+        assert n_mg == (1 if dtype is np.float64 else 2) and n_jac > 50
+    else:
+        # then Jacobi-PCG, which has only the large component left to solve
+        assert n_mg <= n_jac + 2
     A, idx = _be_matrix(labels, faces, ns, uptake, 0.7, 1.3, 1.0, 360.0)
     exact = spla.spsolve(A.tocsc(), c.ravel()[idx].astype(np.float64) + source.ravel()[idx])
     scale = np.abs(exact).max()
@@ -345,32 +393,48 @@ def test_backward_euler_mg_matches_ref_jacobi_and_direct_solve(dtype):
     assert np.all(out[labels != 0] == 0)
 
 
-def test_backward_euler_mg_is_bitwise_independent_of_thread_count():
-    labels, c, source, uptake = _random_problem(shape=(203, 97), seed=16)
-    faces, ns = kern.open_faces(labels), kern.sinusoid_neighbours(labels)
+def test_cp_partition_is_reused_and_rebuilt_when_the_geometry_changes():
+    labels, c, source, uptake = _compartments()
+    scratch = cp.cp_work(labels.shape)
+    _cp_solve(labels, c, source, uptake, scratch=scratch)
+    sub = scratch.sub
+    _cp_solve(labels, c, source, uptake, scratch=scratch)
+    assert scratch.sub is sub
+    opened = labels.copy()
+    opened[opened == 2] = 0                     # the walls become marrow: one large component
+    c2 = np.where(opened == 0, 1.0, 0.0)
+    out, n = _cp_solve(opened, c2, source, uptake, scratch=scratch)
+    assert scratch.sub is not sub and scratch.n_large > 0
+    ids_ref, _, _ = cp.cp_subdomains_ref(opened, kern.open_faces(opened))
+    np.testing.assert_array_equal(scratch.ids, ids_ref)
+    fresh, n_fresh = _cp_solve(opened, c2, source, uptake)
+    np.testing.assert_array_equal(out, fresh)
+    assert n == n_fresh
+
+
+@pytest.mark.parametrize("kind", ["compartments", "random"])
+def test_backward_euler_mg_is_bitwise_independent_of_thread_count(kind):
+    labels, c, source, uptake = _geometry(kind, shape=(203, 97), seed=16)
     outs = []
     previous = numba.get_num_threads()
     try:
         for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(n)
-            out = np.empty_like(c)
-            mg.backward_euler_solve_mg(c, out, labels, faces, ns, source, uptake, 0.7, 1.3,
-                                       1.0, 360.0, 1e-10, 2000, np.empty((5,) + c.shape),
-                                       mg.mg_work(c.shape))
-            outs.append(out)
+            outs.append(_cp_solve(labels, c, source, uptake)[0])
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_backward_euler_mg_conserves_mass_without_sources_or_sinks():
-    labels, c, *_ = _random_problem(shape=(41, 59), seed=17)
+@pytest.mark.parametrize("kind", ["compartments", "random"])
+def test_backward_euler_mg_conserves_mass_without_sources_or_sinks(kind):
+    labels, c, *_ = _geometry(kind, shape=(41, 59), seed=17)
     zero = np.zeros(c.shape)
     out = np.empty_like(c)
-    mg.backward_euler_solve_mg(c, out, labels, kern.open_faces(labels),
+    cp.backward_euler_solve_cp(c, out, labels, kern.open_faces(labels),
                                kern.sinusoid_neighbours(labels), zero, zero, 0.0, 0.0, 1.0,
                                360.0, 1e-12, 5000, np.empty((5,) + c.shape),
-                               mg.mg_work(c.shape))
+                               cp.cp_work(c.shape))
     assert out.sum() == pytest.approx(c.sum(), rel=1e-9)
 
 
@@ -420,9 +484,9 @@ def test_kernels_stay_finite_and_non_negative_under_extreme_rates(dtype):
     kern.backward_euler_solve(c, outs[2], labels, faces, ns, source, uptake, 0.0, 0.0, 1.0,
                               1e6, 1e-6, 3000, np.empty((5,) + c.shape, dtype))
     outs.append(np.empty_like(c))
-    n_mg = mg.backward_euler_solve_mg(c, outs[3], labels, faces, ns, source, uptake, 0.0, 0.0,
+    n_mg = cp.backward_euler_solve_cp(c, outs[3], labels, faces, ns, source, uptake, 0.0, 0.0,
                                       1.0, 1e6, 1e-6, 3000, np.empty((5,) + c.shape, dtype),
-                                      mg.mg_work(c.shape))
+                                      cp.cp_work(c.shape))
     assert n_mg < 3000
     for out in outs:
         assert np.all(np.isfinite(out)) and np.all(out >= 0)
@@ -457,8 +521,8 @@ def test_run_bench_reports_every_solver_and_writes_json(tmp_path):
                                                        / row["triad_updates_per_s"])
     assert "ratio_to_biofvm" in row["solvers"]["lod"]
     be = row["be_solve"]
-    assert 0 < be["multigrid"]["iterations"] < be["jacobi"]["iterations"]
-    assert be["multigrid"]["seconds"] > 0 and be["jacobi"]["seconds"] > 0
+    assert 0 < be["compartments"]["iterations"] < be["jacobi"]["iterations"]
+    assert be["compartments"]["seconds"] > 0 and be["jacobi"]["seconds"] > 0
     default = result["default_step"]
     assert default["available"] is False or default["median_step_ms"] > 0
     print_bench(result)

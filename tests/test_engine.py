@@ -203,9 +203,9 @@ def test_recorder_rebind_refuses_other_metrics(small_overrides):
 
 
 def test_scenario_chooses_the_cg_preconditioner():
-    """`solver.preconditioner` reaches the field solver; Jacobi by default."""
-    assert _engine(("geometry.marrow_radius_um=200",)).fields.preconditioner == "jacobi"
-    mg = _engine(("geometry.marrow_radius_um=200", "solver.preconditioner=multigrid"))
-    assert mg.fields.preconditioner == "multigrid"
-    mg.step()
-    assert np.isfinite(mg.fields.total("tgfb"))
+    """`solver.preconditioner` reaches the field solver; compartment solves by default."""
+    assert _engine(("geometry.marrow_radius_um=200",)).fields.preconditioner == "compartments"
+    eng = _engine(("geometry.marrow_radius_um=200", "solver.preconditioner=jacobi"))
+    assert eng.fields.preconditioner == "jacobi"
+    eng.step()
+    assert np.isfinite(eng.fields.total("tgfb"))
