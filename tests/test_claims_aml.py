@@ -1,12 +1,10 @@
 """Fast versions of claims A1–A7 (MODEL.md section 9): a 250 µm-radius section, 10 days of
 niche biology, 6 paired replicates (A7: 8 pairs, both treatment arms split from one untreated
-leukemia at the first treatment, 20 days of follow-up after chemotherapy); the tests and
+leukemia at the first treatment, 20 days of follow-up after the 5+3 induction); the tests and
 thresholds are stated in each ClaimResult (``marrow_abm.claims.aml``): one-sided Wilcoxon
 signed-rank p < 0.05 (smallest reachable p: 1/64 = 0.016 with 6 pairs, 1/256 with 8), a label
-permutation test p < 0.01, monotone dose-response, and for A7's relapse delay a paired
-signed-rank test on censored times to relapse (leukemic cells ≥ 5% of marrow). About 3–5
-minutes on two loaded cores; A7's 8 pairs with 20 days of follow-up cost ≈ 80 s of CPU (the
-earlier 6 pairs with 5 days, ≈ 32 s)."""
+permutation test p < 0.01, monotone dose-response. A7 is asserted in the parts that hold in
+every setting tried (see the comment above its test). About 1–2 minutes on two cores."""
 
 import pytest
 
@@ -19,13 +17,29 @@ def results(tmp_path_factory):
     return {r.id: r for r in aml.run(out, quick=True, workers=2)}
 
 
-# A7 on this section: the 5+3 induction (cytarabine + doxorubicin) with TGF-β1 neutralisation
-# leaves fewer LSC and relapses later than the induction alone (8 of 8 pairs, p = 0.004). On the
-# full femur section the delay is smaller and not significant at 12 pairs (docs/validation/aml.md).
-@pytest.mark.parametrize("claim", ["A1", "A2", "A3", "A4", "A5", "A6", "A7"])
+@pytest.mark.parametrize("claim", ["A1", "A2", "A3", "A4", "A5", "A6"])
 def test_claim_holds_on_small_section(results, claim):
     r = results[claim]
     assert r.passed, f"{claim} failed: {r.test}; {r.statistics}"
+
+
+# A7 in two parts. What holds in every setting tried (this section at the root seeds 1-3, zone
+# widths 30-80 / 100-200 µm, radius 350 µm, and the full femur section; docs/validation/aml.md):
+# after the 5+3 induction the surviving LSC are enriched for G0 and for the endosteal zone, and
+# adding TGF-β1 neutralisation leaves fewer of them. Each is a one-sided Wilcoxon signed-rank
+# test over the 8 pairs, p < 0.05. What does not hold robustly, and so is not asserted here: the
+# relapse delay (this section at seed 1: 8 of 8 pairs later, p = 0.004; seeds 2 and 3 and radius
+# 350: p = 0.08-0.16, and 2-3 of 8 chemo-alone replicates do not relapse; full section
+# p = 0.18). The whole claim, delay included, is the verdict `marrow-abm claims` reports (and
+# exits non-zero on).
+def test_a7_survivors_are_dormant_endosteal_and_fewer_with_the_niche_blockade(results):
+    s = results["A7"].statistics
+    assert s["lsc_g0_after"] > s["lsc_g0_before"] and s["p_g0"] < aml.ALPHA, s
+    assert (s["endosteal_share_after"] > s["endosteal_share_before"]
+            and s["p_endosteal"] < aml.ALPHA), s
+    assert (s["surviving_lsc_combined"] < s["surviving_lsc_chemo"]
+            and s["p_survivors"] < aml.ALPHA), s
+    assert s["replicates_relapsing_chemo"] >= s["n_pairs"] // 2, s     # relapse does follow
 
 
 def test_claims_write_their_figures(results):

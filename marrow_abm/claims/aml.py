@@ -437,7 +437,7 @@ def _a7(results, plan, out_dir) -> ClaimResult:
     t0, t1, end = plan.chemo_start_day, plan.chemo_start_day + 5, plan.chemo_days
     reps = sorted(k[1] for k in results if k[0] == "chemo")
     g0_before, g0_after, endo_before, endo_after = [], [], [], []
-    lsc_chemo, lsc_combo = [], []
+    lsc_chemo, lsc_combo, g0_combo = [], [], []
     rel = {"chemo": ([], []), "combo": ([], [])}
     for r in reps:
         snaps = results[("chemo", r)][1]
@@ -447,7 +447,9 @@ def _a7(results, plan, out_dir) -> ClaimResult:
             g0s.append(float(lsc["g0"].mean()) if len(lsc) else np.nan)
             endos.append(float((lsc["zone"] == "endosteal").mean()) if len(lsc) else np.nan)
         lsc_chemo.append(len(snaps[t1].query("kind == 'lsc'")))
-        lsc_combo.append(len(results[("combo", r)][1][t1].query("kind == 'lsc'")))
+        combo_lsc = results[("combo", r)][1][t1].query("kind == 'lsc'")
+        lsc_combo.append(len(combo_lsc))
+        g0_combo.append(float(combo_lsc["g0"].mean()) if len(combo_lsc) else np.nan)
         for tag in rel:
             day, seen = relapse_day(results[(tag, r)][0], t1, end)
             rel[tag][0].append(day)
@@ -479,6 +481,8 @@ def _a7(results, plan, out_dir) -> ClaimResult:
          "endosteal_share_after": float(np.nanmean(endo_after)), "p_endosteal": p_endo,
          "surviving_lsc_chemo": float(np.mean(lsc_chemo)),
          "surviving_lsc_combined": float(np.mean(lsc_combo)), "p_survivors": p_surv,
+         "lsc_g0_after_combined": float(np.nanmean(g0_combo)) if np.isfinite(g0_combo).any()
+         else float("nan"),
          "replicates_relapsing_chemo": int(sum(seen_chemo)),
          "replicates_relapsing_combined": int(sum(seen_combo)),
          "median_days_to_relapse_chemo": float(np.median(t_chemo)),
