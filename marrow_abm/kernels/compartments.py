@@ -4,10 +4,10 @@ the marrow's compartments.
 Why: with a Jacobi preconditioner the CG iteration count of a backward-Euler step grows like
 sqrt(8 r) (r = D dt / dx^2): ~150 iterations per hourly TGF-β1 solve and ~200-250 for the
 mitogen (r = 360) whatever the warm start (docs/performance.md, "Faster fields"). A 2x2-
-aggregation multigrid V-cycle (this module's earlier content) only brought that to ~50, each
-costing ~3 Jacobi iterations, and no smoother or prolongation change got it much below ~25:
-diffusion never crosses bone or sinusoid lumen, and the 1-voxel sinusoid walls cut the marrow
-into closed compartments (aml_progression at 1001²: 12 320 of them, at most 103 voxels and
+aggregation multigrid V-cycle (the former kernels/multigrid.py, commit e99c1e7) only brought
+that to ~50, each costing ~3 Jacobi iterations, and no smoother or prolongation change got it
+much below ~25: diffusion never crosses bone or sinusoid lumen, and the 1-voxel sinusoid walls
+cut the marrow into closed compartments (aml_progression at 1001²: 12 320 of them, at most 103 voxels and
 15 voxels across, an envelope of ~6 per voxel). The matrix is block diagonal, one small block
 per compartment, and the error left to CG is each compartment's nearly constant mode, which
 structured coarse grids, mixing compartments across the walls, cannot represent. A block that
