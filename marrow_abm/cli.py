@@ -15,10 +15,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
 from .errors import MarrowError
 
 EXIT_USAGE = 2
+
+
+def _package_version() -> str:
+    from . import __version__  # looked up on first use (marrow_abm/__init__.py)
+
+    return __version__
 
 
 def _set_threads(n: int | None) -> None:
@@ -405,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="marrow-abm",
         description="Spatial agent-based simulator of the bone-marrow niche (AML and MDS).")
-    p.add_argument("--version", action="version", version=f"marrow-abm {__version__}")
+    p.add_argument("--version", action="version", version=f"marrow-abm {_package_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def scenario_args(sp, days=False):

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from .errors import MarrowError
 
 if TYPE_CHECKING:
@@ -50,6 +49,13 @@ OWNED = ("manifest.json", "timeseries.parquet", "summary.csv", "scenarios", "run
 #: Key of a part's Parquet metadata holding the run's timings and counts (JSON).
 RUN_INFO_KEY = b"marrow_abm.run"
 _TMP_PREFIX = ".tmp-"
+
+
+def package_version() -> str:
+    """This package's version (``marrow_abm.__version__``, looked up on first use)."""
+    from . import __version__
+
+    return __version__
 
 
 def dependency_versions() -> dict[str, str]:
@@ -188,7 +194,7 @@ def batch_manifest(points: Sequence[Point], replicates: int, seed: int, batch_id
         "format_version": 1,
         "batch_id": batch_id,
         "package": "marrow-abm",
-        "package_version": __version__,
+        "package_version": package_version(),
         "dependencies": dependency_versions(),
         "platform": platform.platform(),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
