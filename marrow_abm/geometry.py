@@ -51,6 +51,9 @@ _SEED_JITTER = 0.35
 #: Smooth random displacement (fraction of the spacing) that bends the straight Voronoi edges
 #: into the tortuous vessels seen in marrow sections.
 _WARP_AMPLITUDE = 0.15
+#: Marrow voxels per nearest-seed query when drawing the sinusoid network (bounds the
+#: temporaries of large sections; the result does not depend on it).
+_KD_CHUNK = 1 << 16
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,16 +444,21 @@ def _add_sinusoids(labels: np.ndarray, rng: np.random.Generator, dx_um: float,
     p = np.column_stack([py + _WARP_AMPLITUDE * spacing * warp[0],
                          px + _WARP_AMPLITUDE * spacing * warp[1]])
     k = min(8, len(seeds))
-    dist, nearest = cKDTree(seeds).query(p, k=k)
-    # Distance to the nearest cell edge: the bisector between seed a and seed j lies
-    # (|p-j|² - |p-a|²) / (2|a-j|) from p; the closest of the k nearest seeds' bisectors.
-    own = seeds[nearest[:, 0]]
-    sep = np.linalg.norm(seeds[nearest[:, 1:]] - own[:, None, :], axis=2)
-    edge = ((dist[:, 1:] ** 2 - dist[:, :1] ** 2) / (2 * sep)).min(axis=1)
+    tree = cKDTree(seeds)
     cell = np.full(labels.shape, -1, np.int64)
-    cell.ravel()[idx] = nearest[:, 0]
     edge_um = np.full(labels.shape, np.inf)
-    edge_um.ravel()[idx] = edge
+    # In chunks of voxels: the k-nearest arrays of a whole 10^6-voxel section are ~0.4 GB of
+    # temporaries (twice the engine's state); each voxel's result does not depend on the chunk.
+    for lo in range(0, len(p), _KD_CHUNK):
+        sl = slice(lo, lo + _KD_CHUNK)
+        dist, nearest = tree.query(p[sl], k=k)
+        # Distance to the nearest cell edge: the bisector between seed a and seed j lies
+        # (|p-j|² - |p-a|²) / (2|a-j|) from p; the closest of the k nearest seeds' bisectors.
+        own = seeds[nearest[:, 0]]
+        sep = np.linalg.norm(seeds[nearest[:, 1:]] - own[:, None, :], axis=2)
+        edge = ((dist[:, 1:] ** 2 - dist[:, :1] ** 2) / (2 * sep)).min(axis=1)
+        cell.ravel()[idx[sl]] = nearest[:, 0]
+        edge_um.ravel()[idx[sl]] = edge
 
     net = _skeleton(cell, edge_um, area)
     n_skel = int(net.sum())
