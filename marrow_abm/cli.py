@@ -131,7 +131,7 @@ def cmd_claims(args, con: Console) -> int:
 
     _set_threads(1)
     if args.sensitivity:
-        from .claims import run_sensitivity
+        from .claims import run_sensitivity, sensitivity_verdicts
 
         runs = run_sensitivity(Path(args.out), workers=args.workers or 1, only=args.topic,
                                overrides=_overrides(args))
@@ -139,8 +139,7 @@ def cmd_claims(args, con: Console) -> int:
         table.add_column("claim", style="bold")
         for name in runs:
             table.add_column(name)
-        ids = list(dict.fromkeys(r.id for t in runs.values() for rs in t.values() for r in rs))
-        verdict = {(r.id, n): r.passed for n, t in runs.items() for rs in t.values() for r in rs}
+        ids, verdict = sensitivity_verdicts(runs)
         for cid in ids:
             table.add_row(cid, *("" if (cid, n) not in verdict else
                                  "[green]PASS[/]" if verdict[(cid, n)] else "[red]FAIL[/]"

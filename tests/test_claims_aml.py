@@ -62,21 +62,30 @@ def test_arms_split_by_engine_fork_continue_like_a_direct_run():
     assert len(records) > 0 and direct.records().equals(records)
 
 
-def test_run_applies_extra_overrides_to_every_scenario_after_the_plan(tmp_path, monkeypatch):
-    from marrow_abm.scenario import load_scenario
+class _Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
 
+@pytest.fixture
+def captured_jobs(monkeypatch):
+    """The simulation jobs ``aml.run`` plans, captured instead of run (``aml.run`` then raises
+    ``_Stop``): only the scenarios matter to these tests, not the simulations."""
     jobs = []
 
     def capture(js, workers):
         jobs.extend(js)
-        raise Stop   # only the scenarios matter here, not the simulations
+        raise _Stop
 
     monkeypatch.setattr(aml, "_run_many", capture)
+    return jobs
+
+
+def test_run_applies_extra_overrides_to_every_scenario_after_the_plan(tmp_path, captured_jobs):
+    from marrow_abm.scenario import load_scenario
+
+    jobs = captured_jobs
     extra = ("zones.d_endo_um=30", "geometry.marrow_radius_um=350", "run.seed=3")
-    with pytest.raises(Stop):
+    with pytest.raises(_Stop):
         aml.run(tmp_path, quick=True, overrides=extra)
     loaded = []
     for job in jobs:
@@ -146,18 +155,9 @@ def test_relapse_delay_test_sees_a_censored_later_arm_and_not_a_tie():
     assert aml._wilcoxon_greater(chemo, chemo) == 1.0
 
 
-def test_run_only_a7_simulates_only_the_chemotherapy_arms(tmp_path, monkeypatch):
-    class Stop(Exception):
-        pass
-
-    jobs = []
-
-    def capture(js, workers):
-        jobs.extend(js)
-        raise Stop
-
-    monkeypatch.setattr(aml, "_run_many", capture)
-    with pytest.raises(Stop):
+def test_run_only_a7_simulates_only_the_chemotherapy_arms(tmp_path, captured_jobs):
+    jobs = captured_jobs
+    with pytest.raises(_Stop):
         aml.run(tmp_path, quick=True, claims=["A7"])
     assert len(jobs) == aml.QUICK.chemo_replicates and all(j[0] == "arms" for j in jobs)
     assert all(j[6] == aml.QUICK.chemo_days for j in jobs)

@@ -118,9 +118,9 @@ def test_cytarabine_pk_step_mean_integrates_the_bolus():
     data = {"interventions": {"chemo": {"start_day": 0.0, "stop_day": 1.0, "every_h": 24.0,
                                         "dose_mg_per_kg": 100.0, "half_life_h": 0.4,
                                         "volume_l_per_kg": 1.0}}}
-    auc = sum(iv.cytarabine_step_mean_mg_per_l(data, float(t), 1.0) for t in range(24))
+    auc = sum(iv.drug_step_mean_mg_per_l(data, "cytarabine", float(t), 1.0) for t in range(24))
     assert auc == pytest.approx(100.0 / (np.log(2) / 0.4), rel=1e-6)   # D/V / k
-    assert iv.cytarabine_step_mean_mg_per_l(data, 24.0 * 1.5, 1.0) < 1e-12
+    assert iv.drug_step_mean_mg_per_l(data, "cytarabine", 24.0 * 1.5, 1.0) < 1e-12
     assert iv.dose_times_h(data["interventions"]["chemo"]) == [0.0]
 
 
@@ -132,13 +132,14 @@ def test_doxorubicin_pk_accumulates_over_daily_doses():
             "half_life_h": 24.0, "volume_l_per_kg": 25.0}
     data = {"interventions": {"doxorubicin": item}}
     k = np.log(2) / 24.0
-    auc = sum(iv.doxorubicin_step_mean_mg_per_l(data, float(t), 1.0) for t in range(24 * 30))
+    auc = sum(iv.drug_step_mean_mg_per_l(data, "doxorubicin", float(t), 1.0)
+              for t in range(24 * 30))
     assert auc == pytest.approx(3 * 0.12 / k * (1 - 2.0 ** -30), rel=1e-3)
     assert iv.dose_times_h(item) == [0.0, 24.0, 48.0]
     before_third = iv.bolus_step_mean_mg_per_l(item, 47.0, 1.0)
     exact = 0.12 * (np.exp(-k * 47) + np.exp(-k * 23)) * (1 - np.exp(-k)) / k
     assert before_third == pytest.approx(exact, rel=1e-12)
-    assert iv.cytarabine_step_mean_mg_per_l(data, 0.0, 1.0) == 0.0   # no chemo table: none
+    assert iv.drug_step_mean_mg_per_l(data, "cytarabine", 0.0, 1.0) == 0.0   # no chemo table: none
 
 
 def test_intervention_window_is_start_inclusive_stop_exclusive():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["active", "bolus_step_mean_mg_per_l", "cytarabine_step_mean_mg_per_l",
-           "dose_times_h", "doxorubicin_step_mean_mg_per_l", "strength"]
+__all__ = ["DRUG_SIGNALS", "active", "bolus_step_mean_mg_per_l", "dose_times_h",
+           "drug_step_mean_mg_per_l", "strength"]
 
 
 def active(data: Mapping, name: str, time_h: float) -> Mapping | None:
@@ -66,15 +66,14 @@ def bolus_step_mean_mg_per_l(item: Mapping | None, time_h: float, dt_h: float) -
     return total * factor
 
 
-def cytarabine_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> float:
-    """Mean plasma cytarabine over [t, t + dt) (mg/L) of ``interventions.chemo``
-    (:func:`bolus_step_mean_mg_per_l`)."""
-    return bolus_step_mean_mg_per_l((data.get("interventions") or {}).get("chemo"), time_h,
-                                    dt_h)
+#: The chemotherapy drugs: the rules signal each one's concentration is read through (mg/L),
+#: and the intervention that doses it (MODEL.md §7, PARAMETERS.md 1.9).
+DRUG_SIGNALS: dict[str, str] = {"cytarabine": "chemo", "doxorubicin": "doxorubicin"}
 
 
-def doxorubicin_step_mean_mg_per_l(data: Mapping, time_h: float, dt_h: float) -> float:
-    """Mean doxorubicin over [t, t + dt) (mg/L) of ``interventions.doxorubicin``
+def drug_step_mean_mg_per_l(data: Mapping, signal: str, time_h: float, dt_h: float) -> float:
+    """Mean concentration over [t, t + dt) (mg/L) of the drug behind rules signal ``signal``
+    (``cytarabine``, ``doxorubicin``: :data:`DRUG_SIGNALS`), 0 if its intervention is absent
     (:func:`bolus_step_mean_mg_per_l`)."""
-    return bolus_step_mean_mg_per_l((data.get("interventions") or {}).get("doxorubicin"), time_h,
-                                    dt_h)
+    item = (data.get("interventions") or {}).get(DRUG_SIGNALS[signal])
+    return bolus_step_mean_mg_per_l(item, time_h, dt_h)

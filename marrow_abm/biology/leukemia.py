@@ -7,8 +7,8 @@ Every rate is a rule behaviour (``marrow_abm.rules``) of the cell's signals; not
 at a zone to decide dormancy: the endosteal G0 enrichment has to emerge from where BLC, OPN and
 the MSC mitogen are. Per step:
 
-- ``pk``: plasma cytarabine and doxorubicin averaged over the step
-  (``interventions.bolus_step_mean_mg_per_l``);
+- ``pk``: plasma cytarabine and doxorubicin averaged over the step (``engine.drug_mg_per_l``,
+  ``interventions.drug_step_mean_mg_per_l``);
 - ``secrete``: each leukemic cell adds its rule-given TGF-β1 secretion (× (1 − block));
 - ``rules``: signals -> behaviours; bound cells let go (detachment, or no BLC beside them),
   unbound cells touching a BLC bind (adhesion × (1 − OPN-receptor block));
@@ -84,8 +84,8 @@ class LeukemiaModule(BiologyModule):
         self._tables = {k: self.rules.table(k, list(self.rules.bases[k]), self._sig_names[k])
                         for k in LEUKEMIC_KINDS}
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
-        engine.cytarabine_mg_per_l = 0.0
-        engine.doxorubicin_mg_per_l = 0.0
+        #: drug signal (``interventions.DRUG_SIGNALS``) -> concentration this step (mg/L)
+        engine.drug_mg_per_l = dict.fromkeys(iv.DRUG_SIGNALS, 0.0)
         self._place()
 
     def _place(self) -> None:
@@ -111,10 +111,9 @@ class LeukemiaModule(BiologyModule):
 
     def pk(self) -> None:
         eng = self.engine
-        eng.cytarabine_mg_per_l = iv.cytarabine_step_mean_mg_per_l(eng.scenario.data, eng.time_h,
-                                                                   eng.dt_h)
-        eng.doxorubicin_mg_per_l = iv.doxorubicin_step_mean_mg_per_l(eng.scenario.data,
-                                                                     eng.time_h, eng.dt_h)
+        for drug in iv.DRUG_SIGNALS:
+            eng.drug_mg_per_l[drug] = iv.drug_step_mean_mg_per_l(eng.scenario.data, drug,
+                                                                 eng.time_h, eng.dt_h)
 
     def secrete(self) -> None:
         eng = self.engine
@@ -170,10 +169,9 @@ class LeukemiaModule(BiologyModule):
             for z, m in S.zone_maps(eng).items():
                 if want(z):
                     sig[z] = m[vox].astype(np.float64)
-        if want("cytarabine"):
-            sig["cytarabine"] = np.full(rows.size, eng.cytarabine_mg_per_l)
-        if want("doxorubicin"):
-            sig["doxorubicin"] = np.full(rows.size, eng.doxorubicin_mg_per_l)
+        for drug, conc in eng.drug_mg_per_l.items():
+            if want(drug):
+                sig[drug] = np.full(rows.size, conc)
         return sig
 
     def behaviours(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -402,6 +400,9 @@ class LeukemiaModule(BiologyModule):
         def burden():
             return z.count(eng.cells["voxel"][select((lsc, blast))]) / z.size()
 
+        def drug_level(drug):
+            return lambda: np.full(len(z.names), eng.drug_mg_per_l[drug])
+
         def frac_normal():
             free = S.free_map(eng).astype(bool)
             marrow = np.flatnonzero(eng.geometry.labels.ravel() == MARROW)
@@ -415,8 +416,7 @@ class LeukemiaModule(BiologyModule):
             "frac_lsc_bound": lsc_mean("bound"),
             "mean_lsc_tgfb_secretion": lsc_mean("tgfb_secretion_per_h"),
             "burden": burden, "frac_normal": frac_normal,
-            "cytarabine_mg_per_l": lambda: np.full(len(z.names), eng.cytarabine_mg_per_l),
-            "doxorubicin_mg_per_l": lambda: np.full(len(z.names), eng.doxorubicin_mg_per_l),
+            **{f"{drug}_mg_per_l": drug_level(drug) for drug in iv.DRUG_SIGNALS},
         }
 
 

@@ -78,8 +78,8 @@ class NicheDynamicsModule(BiologyModule):
         sig["burden"] = np.full(rows.size, S.burden(eng))
         for z, m in S.zone_maps(eng).items():
             sig[z] = m[vox].astype(np.float64)
-        sig["cytarabine"] = np.full(rows.size, getattr(eng, "cytarabine_mg_per_l", 0.0))
-        sig["doxorubicin"] = np.full(rows.size, getattr(eng, "doxorubicin_mg_per_l", 0.0))
+        for drug in iv.DRUG_SIGNALS:
+            sig[drug] = np.full(rows.size, getattr(eng, "drug_mg_per_l", {}).get(drug, 0.0))
         if kind == "blc":
             r2 = cells["tgfbr2"][rows]
             sig["tgfbr2"] = r2

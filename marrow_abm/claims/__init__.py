@@ -167,17 +167,19 @@ def _slug(name: str) -> str:
     return name.replace(" ", "_")
 
 
+def sensitivity_verdicts(runs: dict[str, dict[str, list[ClaimResult]]]
+                         ) -> tuple[list[str], dict[tuple[str, str], bool]]:
+    """Claim ids in first-seen order, and (claim id, setting) -> passed, from
+    ``run_sensitivity``'s results."""
+    verdict = {(r.id, name): r.passed for name, topics_ in runs.items()
+               for rs in topics_.values() for r in rs}
+    return list(dict.fromkeys(cid for cid, _ in verdict)), verdict
+
+
 def sensitivity_markdown(runs: dict[str, dict[str, list[ClaimResult]]]) -> str:
     """Table of verdicts, claims × settings, from ``run_sensitivity``'s results."""
     names = list(runs)
-    ids: list[str] = []
-    verdict: dict[tuple[str, str], bool] = {}
-    for name, topics_ in runs.items():
-        for rs in topics_.values():
-            for r in rs:
-                if r.id not in ids:
-                    ids.append(r.id)
-                verdict[(r.id, name)] = r.passed
+    ids, verdict = sensitivity_verdicts(runs)
     lines = [
         "# Claims under changed settings (quick runs)", "",
         f"marrow-abm {__version__}. Each column is one quick claims run with one change from the "

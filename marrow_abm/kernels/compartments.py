@@ -42,7 +42,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from marrow_abm.kernels.diffusion import EAST, NORTH, SOUTH, WEST, _be_matvec_row
+from marrow_abm.kernels.diffusion import EAST, NORTH, SOUTH, WEST, _be_matvec_row, be_voxel
 
 #: A connected marrow component is solved directly when it has at most this many voxels ...
 CP_MAX_VOXELS = 4096
@@ -349,30 +349,13 @@ def _cg_init(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h, decay_p
         sb = 0.0
         sc = 0.0
         for j in range(nx):
-            f = faces[i, j]
             if labels[i, j] != 0:
                 diag[i, j] = 1.0
                 res[i, j] = 0.0
                 out[i, j] = 0.0
                 continue
-            lam = decay_per_h + clearance_per_h * n_sinus[i, j] + uptake_per_h[i, j]
-            nb = 0.0
-            n_open = 0
-            if f & 1:
-                nb += c[i, j - 1]
-                n_open += 1
-            if f & 2:
-                nb += c[i, j + 1]
-                n_open += 1
-            if f & 4:
-                nb += c[i - 1, j]
-                n_open += 1
-            if f & 8:
-                nb += c[i + 1, j]
-                n_open += 1
-            m = 1.0 + dt_h * lam + r * n_open
-            rhs = c[i, j] + dt_h * source_per_h[i, j]
-            rv = rhs - (m * c[i, j] - r * nb)
+            m, rhs, rv = be_voxel(c, faces, n_sinus, source_per_h, uptake_per_h, decay_per_h,
+                                  clearance_per_h, dt_h, r, i, j)
             diag[i, j] = m
             res[i, j] = rv
             out[i, j] = c[i, j]

@@ -605,6 +605,34 @@ def _be_matvec_row(up, mid, down, diag_row, labels_row, r, q_row):
     return s
 
 
+@njit(cache=True, inline="always")
+def be_voxel(c, faces, n_sinus, source_per_h, uptake_per_h, decay_per_h, clearance_per_h, dt_h,
+             r, i, j):
+    """The backward-Euler row of marrow voxel (i, j) at the start of a solve: its diagonal
+    m = 1 + dt (decay + clearance x sinusoid neighbours + uptake) + r x open faces, the
+    right-hand side c + dt s and the residual rhs - A c. Shared by every CG solver's
+    initialisation, so they all solve the same system."""
+    lam = decay_per_h + clearance_per_h * n_sinus[i, j] + uptake_per_h[i, j]
+    f = faces[i, j]
+    nb = 0.0
+    n_open = 0
+    if f & WEST:
+        nb += c[i, j - 1]
+        n_open += 1
+    if f & EAST:
+        nb += c[i, j + 1]
+        n_open += 1
+    if f & NORTH:
+        nb += c[i - 1, j]
+        n_open += 1
+    if f & SOUTH:
+        nb += c[i + 1, j]
+        n_open += 1
+    m = 1.0 + dt_h * lam + r * n_open
+    rhs = c[i, j] + dt_h * source_per_h[i, j]
+    return m, rhs, rhs - (m * c[i, j] - r * nb)
+
+
 @njit(cache=True, parallel=True)
 def backward_euler_solve(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h,
                          decay_per_h, clearance_per_h, dt_h, r, tol, max_iter, work):
@@ -655,7 +683,6 @@ def backward_euler_solve(c, out, labels, faces, n_sinus, source_per_h, uptake_pe
         sb = 0.0
         sc = 0.0
         for j in range(nx):
-            f = faces[i, j]
             if labels[i, j] != 0:
                 # outside the domain: identity row with zero right-hand side keeps it at 0
                 diag[i, j] = 1.0
@@ -664,24 +691,8 @@ def backward_euler_solve(c, out, labels, faces, n_sinus, source_per_h, uptake_pe
                 p[i, j] = 0.0
                 out[i, j] = 0.0
                 continue
-            lam = decay_per_h + clearance_per_h * n_sinus[i, j] + uptake_per_h[i, j]
-            nb = 0.0
-            n_open = 0
-            if f & WEST:
-                nb += c[i, j - 1]
-                n_open += 1
-            if f & EAST:
-                nb += c[i, j + 1]
-                n_open += 1
-            if f & NORTH:
-                nb += c[i - 1, j]
-                n_open += 1
-            if f & SOUTH:
-                nb += c[i + 1, j]
-                n_open += 1
-            m = 1.0 + dt_h * lam + r * n_open
-            rhs = c[i, j] + dt_h * source_per_h[i, j]
-            rv = rhs - (m * c[i, j] - r * nb)
+            m, rhs, rv = be_voxel(c, faces, n_sinus, source_per_h, uptake_per_h, decay_per_h,
+                                  clearance_per_h, dt_h, r, i, j)
             diag[i, j] = m
             inv_m[i, j] = 1.0 / m
             res[i, j] = rv
