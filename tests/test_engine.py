@@ -178,7 +178,8 @@ def test_fork_under_another_scenario_reads_the_new_one():
     small = ["geometry.marrow_radius_um=150", "geometry.cortex_thickness_um=40"]
     eng = Engine(load_scenario("aml_progression", small))
     eng.run(0.25)
-    treated_sc = load_scenario("aml_chemo", small + ["interventions.chemo.start_day=0"])
+    treated_sc = load_scenario("aml_chemo", small + ["interventions.chemo.start_day=0",
+                                                    "interventions.chemo.stop_day=5"])
     same = eng.fork()
     treated = eng.fork(treated_sc)
     assert treated.scenario is treated_sc and eng.scenario is not treated_sc

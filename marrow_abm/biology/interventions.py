@@ -12,12 +12,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["DRUG_SIGNALS", "active", "bolus_step_mean_mg_per_l", "dose_times_h",
-           "drug_step_mean_mg_per_l", "strength"]
+__all__ = ["DRUG_SIGNALS", "active", "bolus_step_mean_mg_per_l", "course_windows_h",
+           "dose_times_h", "drug_step_mean_mg_per_l", "strength"]
+
+
+def course_windows_h(item: Mapping) -> list[tuple[float, float]]:
+    """The [start, stop) windows (h) of an intervention: its window, repeated ``courses`` times
+    (default 1) every ``course_every_days`` (e.g. induction then consolidation courses)."""
+    t0, t1 = item["start_day"] * 24.0, item["stop_day"] * 24.0
+    courses = int(item.get("courses", 1))
+    every = float(item.get("course_every_days") or 0.0) * 24.0
+    return [(t0 + k * every, t1 + k * every) for k in range(courses)]
 
 
 def active(data: Mapping, name: str, time_h: float) -> Mapping | None:
-    """The intervention's table if it is active at ``time_h`` (start ≤ t < stop), else None.
+    """The intervention's table if it is active at ``time_h`` (start ≤ t < stop of one of its
+    courses, :func:`course_windows_h`), else None.
 
     Args:
         data: resolved scenario data.
@@ -27,8 +37,9 @@ def active(data: Mapping, name: str, time_h: float) -> Mapping | None:
     item = (data.get("interventions") or {}).get(name)
     if item is None:
         return None
-    if item["start_day"] * 24.0 <= time_h + 1e-9 < item["stop_day"] * 24.0:
-        return item
+    for t0, t1 in course_windows_h(item):
+        if t0 <= time_h + 1e-9 < t1:
+            return item
     return None
 
 
@@ -39,10 +50,14 @@ def strength(data: Mapping, name: str, time_h: float) -> float:
 
 
 def dose_times_h(item: Mapping) -> list[float]:
-    """Bolus times (h) of a chemo schedule: every ``every_h`` from start, before stop."""
-    t0, t1, every = item["start_day"] * 24.0, item["stop_day"] * 24.0, item["every_h"]
-    n = max(0, math.ceil((t1 - t0) / every - 1e-9))
-    return [t0 + i * every for i in range(n)]
+    """Bolus times (h) of a chemo schedule: every ``every_h`` from each course's start, before
+    its stop (:func:`course_windows_h`)."""
+    every = item["every_h"]
+    out = []
+    for t0, t1 in course_windows_h(item):
+        n = max(0, math.ceil((t1 - t0) / every - 1e-9))
+        out.extend(t0 + i * every for i in range(n))
+    return out
 
 
 def bolus_step_mean_mg_per_l(item: Mapping | None, time_h: float, dt_h: float) -> float:

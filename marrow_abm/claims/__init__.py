@@ -24,6 +24,7 @@ table of verdicts, ``sensitivity.md``.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,8 @@ def section_markdown(title: str, results: list[ClaimResult], out_dir: Path) -> s
             lines += [f"| {k} | {_fmt(v)} |" for k, v in r.statistics.items()]
             lines.append("")
         for fig in r.figures:
-            rel = Path(fig).resolve().relative_to(out_dir.resolve()) if Path(fig).is_absolute() else fig
+            # the link is read from the report's folder, whether DIR was given relative or not
+            rel = os.path.relpath(Path(fig).resolve(), Path(out_dir).resolve())
             lines.append(f"![{r.id}]({Path(rel).as_posix()})")
         if r.notes:
             lines += ["", r.notes]

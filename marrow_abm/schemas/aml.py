@@ -148,6 +148,13 @@ RULE = Table("One signal -> behaviour rule (PhysiCell rules grammar).", {
 _WINDOW = {
     "start_day": _float("Day the intervention starts.", "d", min=0.0, max=3650.0),
     "stop_day": _float("Day it stops (exclusive).", "d", min=0.0, max=3650.0),
+    "courses": _int("How many times the window [start_day, stop_day) is given (default 1): "
+                    "course k runs from start_day + k·course_every_days, with the same doses "
+                    "(e.g. induction then consolidation).", min=1, max=1000, required=False),
+    "course_every_days": _float("Days from the start of one course to the start of the next "
+                                "(needed when courses > 1; at least the course length, so "
+                                "courses do not overlap).", "d", min=0.0, max=3650.0,
+                                min_open=True, required=False),
 }
 
 
@@ -275,6 +282,20 @@ def _check_windows(data: dict, ctx: Context) -> None:
             raise ctx.error(("interventions", name, "stop_day"),
                             f"{item['stop_day']:g} is before start_day {item['start_day']:g}",
                             f"interventions.{name}.stop_day = {item['start_day']:g}")
+        courses = int(item.get("courses", 1))
+        if courses > 1:
+            length = item["stop_day"] - item["start_day"]
+            every = item.get("course_every_days")
+            if every is None:
+                raise ctx.error(("interventions", name, "courses"),
+                                f"{courses} courses need course_every_days (days from one "
+                                "course's start to the next)",
+                                f"interventions.{name}.course_every_days = {max(length, 1.0):g}")
+            if every < length - 1e-9:
+                raise ctx.error(("interventions", name, "course_every_days"),
+                                f"{every:g} d is shorter than one course ({length:g} d from "
+                                "start_day to stop_day): courses would overlap",
+                                f"interventions.{name}.course_every_days = {length:g}")
 
 
 CHECKS.extend([_check_rules, _check_leukemia, _check_windows])
