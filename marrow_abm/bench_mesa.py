@@ -38,8 +38,8 @@ statistically over replicates (``compare_replicates``).
 
 **Ours** is the production path itself: the engine's ``sense``, ``rules``, ``cycle``, ``move``
 and ``remove_dead`` phases (``ENGINE_PHASES``) with ``LeukemiaModule`` and its fused numba
-kernels (``adhesion_step``, ``death_step``, ``cycle_step``, ``move_choice``, ``place_daughters``,
-``move_cells``), exactly as a full AML run steps them, on ``threads`` numba threads
+kernels (``rules_step``, ``death_step``, ``cycle_step``, ``divide_step``, ``move_choice``,
+``move_step``), exactly as a full AML run steps them, on ``threads`` numba threads
 (``run_ours``). No special copy of the rules is timed.
 
 This module imports Mesa; the engine never imports it.

@@ -100,6 +100,54 @@ def gather_into_numpy(values: np.ndarray, voxels: np.ndarray, out: np.ndarray) -
 
 
 @numba.njit(cache=True, nogil=True)
+def gather_many_into(values, voxels, outs):
+    """``outs[k][i] = values[k][voxels[i]]`` for every k, in one pass over the cells: each cell's
+    voxel is read once for all fields (the ``sense`` phase; ``values`` and ``outs`` are tuples
+    of equally typed arrays)."""
+    for i in range(voxels.size):
+        v = voxels[i]
+        for k in range(len(values)):
+            outs[k][i] = values[k][v]
+
+
+def gather_many_into_numpy(values, voxels: np.ndarray, outs) -> None:
+    """Plain-numpy twin of ``gather_many_into``."""
+    for val, out in zip(values, outs):
+        out[:] = val[voxels]
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_of_codes(kind, alive, codes, out_rows, out_counts):
+    """The living rows of each kind code in one pass over the table, ascending.
+
+    Args:
+        kind, alive: the table's ``kind`` and ``alive`` columns (rows ``[0, n)``).
+        codes: (c,) int kind codes, each at most once.
+        out_rows: (c, n) int64; row k's first ``out_counts[k]`` entries are written.
+        out_counts: (c,) int64, written.
+    """
+    out_counts[:] = 0
+    for r in range(kind.size):
+        if not alive[r]:
+            continue
+        c = kind[r]
+        for k in range(codes.size):
+            if c == codes[k]:
+                out_rows[k, out_counts[k]] = r
+                out_counts[k] += 1
+                break
+
+
+def rows_of_codes_numpy(kind: np.ndarray, alive: np.ndarray, codes: np.ndarray,
+                        out_rows: np.ndarray, out_counts: np.ndarray) -> None:
+    """Plain-numpy twin of ``rows_of_codes``."""
+    for k, c in enumerate(codes):
+        rows = np.flatnonzero((kind == c) & alive)
+        out_counts[k] = rows.size
+        out_rows[k, :rows.size] = rows
+
+
+@numba.njit(cache=True, nogil=True)
 def compact_column(col, dead, n):
     """Move the rows of ``col[:n]`` that are not in ``dead`` (sorted row indices, at least one)
     down over the dead ones, in order, in place; slots from the new end on keep their values.
@@ -263,6 +311,14 @@ class CellTable:
     def rows_of(self, kind: str) -> np.ndarray:
         """Row indices of the living cells of ``kind``."""
         return np.flatnonzero((self["kind"] == KINDS[kind]) & self["alive"])
+
+    def rows_of_kinds(self, kinds: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        """``rows_of`` of each kind, from one pass over the table (``rows_of_codes``)."""
+        codes = np.array([KINDS[k] for k in kinds], dtype=np.int64)
+        out = np.empty((codes.size, self.n), dtype=np.int64)
+        counts = np.empty(codes.size, dtype=np.int64)
+        rows_of_codes(self["kind"], self["alive"], codes, out, counts)
+        return tuple(out[k, :counts[k]] for k in range(codes.size))
 
     def count_by_kind(self) -> Mapping[str, int]:
         counts = np.bincount(self["kind"][self["alive"]], minlength=len(KINDS))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .biology import MODULES, BiologyModule
-from .cells import KINDS, CellTable, gather_into
+from .cells import KINDS, CellTable, gather_into, gather_many_into
 from .errors import GeometryError, ScenarioError
 from .fields import FieldSet, FieldSpec
 from .geometry import Geometry, build_geometry
@@ -193,11 +193,18 @@ class Engine:
         self.fields.step(self.sources, self.uptakes)
 
     def _phase_sense(self) -> None:
-        # One pass per field straight into the column (numpy's gather would allocate a
-        # temporary and copy it); every row, so each column is current for whoever reads it.
-        vox = self.cells["voxel"]
-        for f in self.fields.names:
-            gather_into(self.fields.values[f].ravel(), vox, self.cells[f"{f}_at"])
+        # Straight into the columns (numpy's gather would allocate a temporary and copy it),
+        # every field in one pass over the cells when the fields share a dtype; every row, so
+        # each column is current for whoever reads it.
+        cells = self.cells
+        vox = cells["voxel"]
+        values = tuple(self.fields.values[f].ravel() for f in self.fields.names)
+        outs = tuple(cells[f"{f}_at"] for f in self.fields.names)
+        if values and len({v.dtype for v in values}) == 1:
+            gather_many_into(values, vox, outs)
+        else:
+            for val, out in zip(values, outs):
+                gather_into(val, vox, out)
 
     def _phase_remove_dead(self) -> None:
         # Every step, not only once many rows are dead: a newborn cell's columns that ``add``

@@ -166,3 +166,38 @@ def test_new_cells_get_declared_fill_not_a_dead_slots_values():
     assert t["phase"][new[0]] == 1
     given = t.add("lsc", np.array([6]), phase=2)
     assert t["phase"][given[0]] == 2 and t["bound"][given[0]] == False   # noqa: E712
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_many_into_matches_twin_and_gather_into(dtype):
+    rng = np.random.default_rng(6)
+    values = tuple(rng.random(500).astype(dtype) for _ in range(3))
+    vox = rng.integers(0, 500, 300)
+    a = tuple(np.empty(300) for _ in range(3))
+    b = tuple(np.empty(300) for _ in range(3))
+    C.gather_many_into(values, vox, a)
+    C.gather_many_into_numpy(values, vox, b)
+    for val, x, y in zip(values, a, b):
+        one = np.empty(300)
+        C.gather_into(val, vox, one)
+        assert np.array_equal(x, y) and np.array_equal(x, one)
+
+
+def test_rows_of_codes_matches_twin_and_rows_of():
+    rng = np.random.default_rng(8)
+    t = CellTable((30, 30))
+    vox = rng.choice(900, 600, replace=False)
+    for k, part in zip(("blc", "lsc", "blast", "msc", "lsc"), np.array_split(vox, 5)):
+        t.add(k, part)
+    t.kill(rng.choice(600, 50, replace=False))
+    codes = np.array([KINDS["lsc"], KINDS["blast"], KINDS["blc"], KINDS["mk"]])
+    got, twin = np.empty((4, t.n), np.int64), np.full((4, t.n), -7, np.int64)
+    ng, nt = np.empty(4, np.int64), np.empty(4, np.int64)
+    C.rows_of_codes(t["kind"], t["alive"], codes, got, ng)
+    C.rows_of_codes_numpy(t["kind"], t["alive"], codes, twin, nt)
+    assert np.array_equal(ng, nt) and ng[3] == 0
+    for k in range(4):
+        assert np.array_equal(got[k, :ng[k]], twin[k, :nt[k]])
+    kinds = ("lsc", "blast", "blc", "mk")
+    for kind, rows in zip(kinds, t.rows_of_kinds(kinds)):
+        assert np.array_equal(rows, t.rows_of(kind))

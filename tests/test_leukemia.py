@@ -1,8 +1,11 @@
 """Leukemia niche: lattice kernels against their twins, rules on hand-built cell tables, PK and
 interventions, and the engine with the AML modules on a small section."""
 
+import copy
+
 import numpy as np
 import pytest
+from numba import njit
 
 from marrow_abm.biology import interventions as iv
 from marrow_abm.biology.leukemia import LeukemiaModule, find_module
@@ -273,85 +276,270 @@ def test_rule_table_values_are_bit_identical_to_evaluate(kind):
         rs.table(kind, behs, ["contact_blc"])
 
 
-def test_fused_adhesion_and_death_match_unfused_path_and_twins():
+def _table_for(sig, rng, ny=60, nx=70, lead=7):
+    """A cell table holding one LSC per signal-matrix column (rows ``lead`` on, after a few
+    BLC), the rows in matrix order, with random phases and bound flags; and its free map."""
+    n = sig.shape[1]
+    t = CellTable((ny, nx))
+    t.add_column("phase", np.int8, fill=1)
+    t.add_column("bound", np.bool_, fill=False)
+    t.add_column("divisions_left", np.int16, fill=0)
+    t.add_column("tgfb_secretion_per_h", np.float64, fill=0.0)
+    vox = rng.choice(ny * nx, n + lead, replace=False)
+    t.add("blc", vox[:lead])
+    rows = t.add("lsc", vox[lead:], phase=rng.integers(0, 3, n).astype(np.int8),
+                 bound=rng.random(n) < 0.3, divisions_left=rng.integers(0, 3, n))
+    free = (t.occupant < 0).view(np.uint8).copy()
+    return t, rows, free
+
+
+def _state(t, free):
+    return {name: t[name].copy() for name in t.columns} | {"occupant": t.occupant.copy(),
+                                                           "free": free.copy()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_rules_step_matches_twin_and_the_unfused_path():
+    rs, names, behs, tab, sig, rng = _fused_case()
+    b = {x: j for j, x in enumerate(behs)}
+    n = sig.shape[1]
+    t, rows, _ = _table_for(sig, rng)
+    # The matrix from every source kind: the two fields as columns (OPN scaled), BLC contact
+    # from a lattice map, bound from the column, the drugs as constants.
+    for f in ("opn", "mitogen"):
+        t.add_column(f"{f}_at", np.float64)
+        t[f"{f}_at"][rows] = sig[names.index(f)]
+    contact_map = np.zeros(t.occupant.size, np.uint8)
+    contact_map[t["voxel"][rows]] = sig[names.index("contact_blc")]
+    sig[names.index("bound")] = t["bound"][rows]
+    sig[names.index("cytarabine")] = 0.25
+    sig[names.index("doxorubicin")] = 0.0
+    sig[names.index("opn")] *= 0.6
+    sources = ((t["opn_at"], t["mitogen_at"]), np.array([0.6, 1.0]),
+               np.array([names.index("opn"), names.index("mitogen")]), (contact_map,),
+               np.array([names.index("contact_blc")]), t["bound"], names.index("bound"),
+               np.array([0.25, 0.0]), np.array([names.index("cytarabine"),
+                                                names.index("doxorubicin")]),
+               np.empty((0, n)), np.empty(0, np.int64))
+    bound_before = t["bound"][rows].copy()
+    u = rng.random(n)
+    behaviour = (b["tgfb_secretion_per_h"], b["adhesion_per_h"], b["detachment_per_h"],
+                 names.index("contact_blc"), u, 0.7, 1.0)
+    results = []
+    for kern in (K.rules_step, K.rules_step_ref):
+        tk = copy.deepcopy(t)
+        mat = np.full(sig.shape, np.nan)
+        srcs = list(sources)
+        srcs[0] = (tk["opn_at"], tk["mitogen_at"])
+        srcs[5] = tk["bound"]
+        kern(rows, tk["voxel"], *srcs, tab, *behaviour, mat, tk["tgfb_secretion_per_h"])
+        results.append((mat, tk))
+    (mat, tk), (mat_ref, tk_ref) = results
+    assert np.array_equal(mat, sig) and np.array_equal(mat_ref, sig)
+    ref = _unfused(rs, names, "lsc", behs, sig, np.arange(n))
+    touching = sig[names.index("contact_blc")] > 0
+    let_go = bound_before & (~touching | (u < _p(ref["detachment_per_h"])))
+    bind = ~bound_before & touching & (u < _p(ref["adhesion_per_h"] * 0.7))
+    assert np.array_equal(tk["tgfb_secretion_per_h"][rows], ref["tgfb_secretion_per_h"])
+    assert np.array_equal(tk["bound"][rows], (bound_before & ~let_go) | bind)
+    assert _same_state(_state(tk, np.zeros(1)), _state(tk_ref, np.zeros(1)))
+    assert tk["bound"][rows][bound_before & touching].any()
+    assert not tk["bound"][rows][bound_before & ~touching].any()
+
+
+def test_fused_death_matches_unfused_path_and_twin():
     rs, names, behs, tab, sig, rng = _fused_case()
     b = {x: j for j, x in enumerate(behs)}
     n = sig.shape[1]
     idx = np.arange(n)
-    ref = _unfused(rs, names, "lsc", behs, sig, idx)
-    bound = rng.random(n) < 0.3
-    u = rng.random(n)
-    contact = names.index("contact_blc")
-    outs = []
-    for kern in (K.adhesion_step, K.adhesion_step_ref):
-        sec, nb = np.empty(n), np.empty(n, bool)
-        kern(sig, tab, b["tgfb_secretion_per_h"], b["adhesion_per_h"], b["detachment_per_h"],
-             contact, bound, u, 0.7, 1.0, sec, nb)
-        outs.append((sec, nb))
-    touching = sig[contact] > 0
-    let_go = bound & (~touching | (u < _p(ref["detachment_per_h"])))
-    bind = ~bound & touching & (u < _p(ref["adhesion_per_h"] * 0.7))
-    assert np.array_equal(outs[0][0], ref["tgfb_secretion_per_h"])
-    assert np.array_equal(outs[0][1], (bound & ~let_go) | bind)
-    assert np.array_equal(outs[0][1], outs[1][1])
-    assert outs[0][1][bound & touching].any() and not outs[0][1][bound & ~touching].any()
-
-    phase = rng.integers(0, 3, n).astype(np.int8)
-    sig[names.index("cytarabine")] = np.where(rng.random(n) < 0.5, 0.0, 2.0)  # S-phase killing
-    sig[names.index("doxorubicin")] = 0.0
-    ref = _unfused(rs, names, "lsc", behs, sig, idx)
-    hazard = ref["death_per_h"] + np.where(phase == 2, ref["s_phase_death_per_h"], 0.0)
-    u = rng.random(n) * 0.5
-    dies = [np.empty(n, bool), np.empty(n, bool)]
     death = (b["death_per_h"], b["s_phase_death_per_h"], b["cycling_death_per_h"])
-    K.death_step(phase, sig, tab, *death, u, 1.0, dies[0])
-    K.death_step_ref(phase, sig, tab, *death, u, 1.0, dies[1])
-    assert np.array_equal(dies[0], u < _p(hazard)) and np.array_equal(dies[0], dies[1])
-    assert dies[0][phase == 2].mean() > 5 * dies[0][phase != 2].mean() > 0
+    t, rows, free = _table_for(sig, rng)
+    phase = t["phase"][rows]
+    t.kill(rows[:5])                       # killed by another module this step: left alone
+    for drug, u_scale, extra in (("cytarabine", 0.5, phase == 2), ("doxorubicin", 0.05,
+                                                                    phase != 0)):
+        sig[names.index("cytarabine")] = 0.0
+        sig[names.index("doxorubicin")] = 0.0
+        sig[names.index(drug)] = np.where(rng.random(n) < 0.5, 0.0, 2.0 if drug == "cytarabine"
+                                          else 5.0)
+        ref = _unfused(rs, names, "lsc", behs, sig, idx)
+        sub = "s_phase_death_per_h" if drug == "cytarabine" else "cycling_death_per_h"
+        hazard = ref["death_per_h"] + np.where(extra, ref[sub], 0.0)
+        u = rng.random(n) * u_scale
+        dies = u < _p(hazard)
+        outs = []
+        for kern in (K.death_step, K.death_step_ref):
+            tk, fk = copy.deepcopy(t), free.copy()
+            keep = np.full(n, -1, np.int64)
+            m = kern(rows, tk["phase"], sig, tab, *death, u, 1.0, tk["alive"], tk["voxel"],
+                     tk.occupant, fk, keep)
+            outs.append((m, keep[:m], _state(tk, fk)))
+        (m, keep, st), (m_ref, keep_ref, st_ref) = outs
+        assert m == m_ref == n - dies.sum() and np.array_equal(keep, np.flatnonzero(~dies))
+        assert np.array_equal(keep, keep_ref) and _same_state(st, st_ref)
+        expect = copy.deepcopy(t)
+        expect.kill(rows[dies])
+        fexp = free.copy()
+        fexp[t["voxel"][rows[dies]]] = 1
+        assert _same_state(st, _state(expect, fexp))
+        dosed = sig[names.index(drug)] > 0
+        assert dies[extra & dosed].mean() > 5 * dies[extra & ~dosed].mean()
 
-    # doxorubicin: cycling cells (G1, S-G2-M) die more, G0 not at all more
-    sig[names.index("cytarabine")] = 0.0
-    sig[names.index("doxorubicin")] = np.where(rng.random(n) < 0.5, 0.0, 5.0)
-    ref = _unfused(rs, names, "lsc", behs, sig, idx)
-    hazard = ref["death_per_h"] + np.where(phase != 0, ref["cycling_death_per_h"], 0.0)
-    u = rng.random(n) * 0.05
-    K.death_step(phase, sig, tab, *death, u, 1.0, dies[0])
-    K.death_step_ref(phase, sig, tab, *death, u, 1.0, dies[1])
-    assert np.array_equal(dies[0], u < _p(hazard)) and np.array_equal(dies[0], dies[1])
-    dosed = sig[names.index("doxorubicin")] > 0
-    assert (dies[0][(phase == 1) & dosed].mean() > 5 * dies[0][(phase == 1) & ~dosed].mean())
-    assert np.array_equal(dies[0][phase == 0], u[phase == 0] < _p(ref["death_per_h"][phase == 0]))
 
-
-def test_fused_cycle_and_move_match_unfused_path_and_twins():
+def test_fused_cycle_divide_and_move_match_unfused_path_and_twins():
     rs, names, behs, tab, sig, rng = _fused_case(seed=2)
     b = {x: j for j, x in enumerate(behs)}
     n = sig.shape[1]
-    idx = np.sort(rng.choice(n, n // 2, replace=False))      # survivors of the death step
-    ref = _unfused(rs, names, "lsc", behs, sig, idx)
-    phase = rng.integers(0, 3, idx.size).astype(np.int8)
-    u = rng.random(idx.size)
-    exp_phase, exp_div = np.empty_like(phase), np.empty(idx.size, bool)
+    t, rows, free = _table_for(sig, rng, ny=90, nx=90)
+    keep = np.sort(rng.choice(n, n // 2, replace=False))      # survivors of the death step
+    ref = _unfused(rs, names, "lsc", behs, sig, keep)
+    phase = t["phase"][rows[keep]]
+    u = rng.random(keep.size)
+    exp_phase, exp_div = np.empty_like(phase), np.empty(keep.size, bool)
     K.cycle_transitions(phase, _p(ref["g0_entry_per_h"]), _p(ref["g0_exit_per_h"]),
                         _p(ref["g1_exit_per_h"]), _p(ref["division_per_h"]), u, exp_phase,
                         exp_div)
-    args = (idx, phase, sig, tab, b["g0_entry_per_h"], b["g0_exit_per_h"], b["g1_exit_per_h"],
-            b["division_per_h"], u, 1.0)
-    for kern in (K.cycle_step, K.cycle_step_ref):
-        ph, dv = np.empty_like(phase), np.empty(idx.size, bool)
-        kern(*args, ph, dv)
-        assert np.array_equal(ph, exp_phase) and np.array_equal(dv, exp_div)
+    rates = (b["g0_entry_per_h"], b["g0_exit_per_h"], b["g1_exit_per_h"], b["division_per_h"])
+    for differentiate in (False, True):
+        outs = []
+        for kern in (K.cycle_step, K.cycle_step_ref):
+            tk, fk = copy.deepcopy(t), free.copy()
+            drows = np.full(keep.size, -1, np.int64)
+            k = kern(keep, rows, tk["phase"], sig, tab, *rates, u, 1.0, tk["divisions_left"],
+                     differentiate, tk["alive"], tk["voxel"], tk.occupant, fk, drows)
+            outs.append((drows[:k], _state(tk, fk)))
+        (drows, st), (drows_ref, st_ref) = outs
+        assert np.array_equal(drows, drows_ref) and _same_state(st, st_ref)
+        assert np.array_equal(st["phase"][rows[keep]], exp_phase)
+        done = differentiate & (t["divisions_left"][rows[keep]] <= 0)
+        assert np.array_equal(drows, rows[keep][exp_div & ~done])
+        assert np.array_equal(~st["alive"][rows[keep]], exp_div & done)
     assert len(set(zip(phase.tolist(), exp_phase.tolist()))) >= 6 and exp_div.any()
 
-    bound = rng.random(idx.size) < 0.3
-    u2 = rng.random((2, idx.size))
-    wants = ~bound & (u2[0] < _p(ref["migration_per_h"]))
+    # division: daughters into free voxels in a random order; no room -> stay in S-G2-M
+    free[rng.random(free.size) < 0.93] = 0
+    order = rng.permutation(drows.size)
+    ud = rng.random(drows.size)
+    outs = []
+    for kern in (K.divide_step, K.divide_step_ref):
+        tk, fk = copy.deepcopy(t), free.copy()
+        target, left = np.full(drows.size, -9, np.int64), np.full(drows.size, -9, np.int64)
+        k = kern(drows, order, tk["voxel"], tk["phase"], tk["divisions_left"], True, fk, 90, 90,
+                 1, ud, target, left)
+        outs.append((target[:k], left[:k], _state(tk, fk)))
+    assert all(np.array_equal(x, y) for x, y in zip(outs[0][:2], outs[1][:2]))
+    assert _same_state(outs[0][2], outs[1][2])
+    fexp, texp = free.copy(), np.empty(drows.size, np.int64)
+    K.place_daughters(t["voxel"][drows[order]], fexp, 90, 90, 1, ud, texp)
+    assert np.array_equal(outs[0][0], texp[texp >= 0]) and (texp < 0).any()
+    assert (outs[0][2]["phase"][drows[order][texp < 0]] == 2).all()
+    assert np.array_equal(outs[0][1], t["divisions_left"][drows[order][texp >= 0]] - 1)
+
+    # movement: the movers of the surviving columns, then moved in the table in a given order
+    bound = t["bound"]
+    alive = t["alive"].copy()
+    alive[rows[::7]] = False
+    idx, idx_ref = np.empty(n, np.int64), np.empty(n, np.int64)
+    m = K.alive_columns(rows, alive, idx)
+    assert m == K.alive_columns_ref(rows, alive, idx_ref) and np.array_equal(idx[:m], idx_ref[:m])
+    idx = idx[:m]
+    ref = _unfused(rs, names, "lsc", behs, sig, idx)
+    u2 = rng.random((2, m))
+    wants = ~bound[rows[idx]] & (u2[0] < _p(ref["migration_per_h"]))
     chemo = wants & (u2[1] < ref["chemotaxis_opn"] * 0.5)
+    outs = []
     for kern in (K.move_choice, K.move_choice_ref):
-        w, c = np.empty(idx.size, bool), np.empty(idx.size, bool)
-        kern(idx, bound, sig, tab, b["migration_per_h"], b["chemotaxis_opn"], u2, 0.5, 1.0, w, c)
-        assert np.array_equal(w, wants) and np.array_equal(c, chemo)
+        movers, ch = np.full(n + 3, -1, np.int64), np.zeros(n + 3, bool)
+        k = kern(idx, rows, bound, sig, tab, b["migration_per_h"], b["chemotaxis_opn"], u2, 0.5,
+                 1.0, movers, ch, 3)
+        outs.append((k, movers, ch))
+    assert outs[0][0] == outs[1][0] == 3 + wants.sum()
+    assert np.array_equal(outs[0][1], outs[1][1]) and np.array_equal(outs[0][2], outs[1][2])
+    assert np.array_equal(outs[0][1][3:outs[0][0]], rows[idx][wants])
+    assert np.array_equal(outs[0][2][3:outs[0][0]], chemo[wants])
     assert chemo.any() and (wants & ~chemo).any()
+    movers, ch = outs[0][1][3:outs[0][0]], outs[0][2][3:outs[0][0]]
+    order = rng.permutation(movers.size)
+    opn = rng.random(t.occupant.size)
+    um = rng.random(movers.size)
+    states = []
+    for kern in (K.move_step, K.move_step_ref):
+        tk, fk = copy.deepcopy(t), free.copy()
+        kern(movers, ch, order, tk["voxel"], tk.occupant, opn, fk, 90, 90, um)
+        states.append(_state(tk, fk))
+    assert _same_state(*states)
+    fexp, vexp = free.copy(), np.empty(movers.size, np.int64)
+    K.move_cells(t["voxel"][movers[order]], np.ones(movers.size, bool), ch[order], opn, fexp,
+                 90, 90, um, vexp)
+    assert np.array_equal(states[0]["voxel"][movers[order]], vexp)
+    assert np.array_equal(states[0]["free"], fexp)
+    live = states[0]["alive"]
+    assert (states[0]["occupant"][states[0]["voxel"][live]] == np.flatnonzero(live)).all()
+    assert (states[0]["occupant"] >= 0).sum() == live.sum()
+    assert 100 < (vexp != t["voxel"][movers[order]]).sum() < movers.size     # some boxed in
+
+
+@njit
+def _decide_all(us, tab, sig, dt_h, b):
+    """Every (u, cell) decision of ``_decide`` and of the exact ``_rate_prob``."""
+    p_base = K._base_probs(tab, dt_h)
+    ok, p_lo, p_hi = K._rate_ranges(tab, dt_h)
+    got = np.empty(us.shape, dtype=np.bool_)
+    exact = np.empty(us.shape, dtype=np.bool_)
+    for i in range(us.shape[1]):
+        p = K._rate_prob(tab, p_base, b, sig, i, dt_h)
+        for k in range(us.shape[0]):
+            got[k, i] = K._decide(us[k, i], tab, p_base, ok, p_lo, p_hi, b, sig, i, dt_h)
+            exact[k, i] = us[k, i] < p
+    return got, exact
+
+
+@pytest.mark.parametrize("kind", ["lsc", "blast"])
+def test_decisions_settled_by_the_rate_range_are_the_exact_ones(kind):
+    """``_decide`` skips pow and exp when the range of p settles ``u < p``: for every rate
+    behaviour, uniforms at, beside and near each cell's exact p, and at the range's edges,
+    give the decisions of the exact probability."""
+    rs, names, behs, tab, sig, rng = _fused_case(3000, 4, kind)
+    sig[:, :50] = np.inf                            # unsafe signals take the exact path
+    sig[:, 50:100] = 1e300
+    p_base = 1.0 - np.exp(-tab[:, 0])
+    for b, beh in enumerate(behs):
+        if beh in ("chemotaxis_opn", "tgfb_secretion_per_h"):
+            continue                                # values, not rates
+        ref = _unfused(rs, names, kind, behs, sig, np.arange(sig.shape[1]))[beh]
+        p = 1.0 - np.exp(-ref)
+        lo, hi = _p(np.nanmin(ref[100:])), _p(np.nanmax(ref[100:]))
+        us = np.stack([p, np.nextafter(p, 0), np.nextafter(p, 1), p - 1e-12, p + 1e-12,
+                       p - 2e-9, p + 2e-9, np.full_like(p, lo), np.full_like(p, hi),
+                       np.full_like(p, lo - 2e-9), np.full_like(p, hi + 2e-9),
+                       rng.random(p.size), np.full_like(p, p_base[b])])
+        us = np.clip(np.nan_to_num(us), 0.0, np.nextafter(1.0, 0))
+        got, exact = _decide_all(us, tab, sig, 1.0, b)
+        assert np.array_equal(got, exact), beh
+
+
+def test_pow_of_power_one_is_the_base_exactly():
+    """The premise of ``hill._hill_term``: pow(x, 1.0) == x for every positive double tried
+    (each binade's ends, random bit patterns, subnormals)."""
+    from marrow_abm.kernels.hill import _hill_term
+
+    @njit
+    def both(x, out_pow, out_term):
+        for i in range(x.size):
+            out_pow[i] = x[i] ** np.float64(1.0 + 0.0 * x[i])     # a runtime power: libm pow
+            out_term[i] = _hill_term(x[i], 1.0)
+
+    rng = np.random.default_rng(11)
+    binades = 2.0 ** np.arange(-1074, 1024).astype(np.float64)
+    bits = rng.integers(1, 0x7FF0000000000000, 2_000_000, dtype=np.int64).view(np.float64)
+    x = np.concatenate([binades, np.nextafter(binades, np.inf), np.nextafter(binades, 0), bits])
+    x = x[(x > 0) & np.isfinite(x)]
+    a, t = np.empty_like(x), np.empty_like(x)
+    both(x, a, t)
+    assert np.array_equal(a, x) and np.array_equal(t, x)
 
 
 def test_blc_neighbour_map_matches_census_and_twin():
@@ -372,3 +560,53 @@ def test_blc_neighbour_map_matches_census_and_twin():
     K.neighbour_census(t["voxel"][rows], t.occupant, t["kind"], t["alive"], nx, ny, KINDS["blc"],
                        KINDS["msc"], KINDS["lsc"], KINDS["blast"], nb, nm, nl)
     assert np.array_equal(got[t["voxel"][rows]].astype(np.float64), nb) and nb.max() >= 2
+
+
+def test_blc_map_moves_to_new_voxels_as_if_built_from_zeros():
+    rng = np.random.default_rng(6)
+    ny, nx = 25, 31
+    counts = np.zeros(ny * nx, np.uint8)
+    old = np.empty(0, np.int64)
+    for _ in range(6):
+        new = np.sort(rng.choice(ny * nx, rng.integers(0, 80), replace=False))
+        twin = counts.copy()
+        K.neighbour_count_move(old, new, nx, ny, counts)
+        K.neighbour_count_move_ref(old, new, nx, ny, twin)
+        scratch = np.zeros(ny * nx, np.uint8)
+        K.neighbour_count_map(new, nx, ny, scratch)
+        assert np.array_equal(counts, scratch) and np.array_equal(twin, scratch)
+        old = new
+
+
+@pytest.mark.parametrize("scenario", ["aml_progression", "aml_transwell"])
+@pytest.mark.parametrize("census", [False, True])
+def test_rules_step_reads_the_signals_the_module_senses(scenario, census):
+    """The matrix ``rules_step`` fills from the table and maps (``_signal_sources``) is what
+    ``LeukemiaModule.signals`` gathers, for every kind of signal: fields (OPN through the
+    receptor block), BLC contact from the kept map or the census, bound, burden, zones, drugs;
+    and transwell contact."""
+    from marrow_abm.biology import aml_signals as S
+    from marrow_abm.biology.leukemia import LEUKEMIC_KINDS
+
+    eng = Engine(load_scenario(scenario, SMALL + [
+        "interventions.opn_receptor_block.start_day=0",
+        "interventions.opn_receptor_block.stop_day=5",
+        "interventions.opn_receptor_block.inhibition=0.4"]))
+    eng.run(0.5)
+    mod = find_module(eng, LeukemiaModule)
+    eng.drug_mg_per_l["cytarabine"] = 0.3
+    names = sorted({*eng.fields.names, "contact_blc", "bound", "burden", *S.ZONE_SIGNALS,
+                    *iv.DRUG_SIGNALS} | ({"contact_msc", "leukemic_density"} if census else set()))
+    expect = {}
+    for kind in LEUKEMIC_KINDS:
+        mod._sig_names[kind] = names
+        mod._tables[kind] = mod.rules.table(kind, list(mod.rules.bases[kind]), names)
+        sig = mod.signals(kind, eng.cells.rows_of(kind), set(names))
+        expect[kind] = np.stack([sig[name] for name in names])
+    assert expect["lsc"].shape[1] > 10 and expect["blast"].shape[1] > 0
+    mod.apply_rules()
+    for kind in LEUKEMIC_KINDS:
+        got = mod._beh[kind].sig
+        assert got.shape == expect[kind].shape and np.array_equal(got, expect[kind]), kind
+    contact = expect["lsc"][names.index("contact_blc")]
+    assert (contact == 0).all() if scenario == "aml_transwell" else contact.max() > 0

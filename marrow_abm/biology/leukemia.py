@@ -38,14 +38,15 @@ from ..geometry import MARROW
 from ..kernels.leukemia import (
     G0,
     G1,
-    SG2M,
-    adhesion_step,
+    alive_columns,
     cycle_step,
     death_step,
-    move_cells,
+    divide_step,
     move_choice,
+    move_step,
     neighbour_count_map,
-    place_daughters,
+    neighbour_count_move,
+    rules_step,
 )
 from ..rules import scenario_rules
 from . import aml_signals as S
@@ -86,6 +87,11 @@ class LeukemiaModule(BiologyModule):
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
         #: drug signal (``interventions.DRUG_SIGNALS``) -> concentration this step (mg/L)
         engine.drug_mg_per_l = dict.fromkeys(iv.DRUG_SIGNALS, 0.0)
+        #: Living BLC among the 8 neighbours of every voxel (``neighbour_count_map``) and the BLC
+        #: voxels it counts; brought up to date at the ``rules`` phase only when the BLC moved,
+        #: died or were added (``_blc_contact_map``).
+        self._blc_map = np.zeros(engine.geometry.labels.size, dtype=np.uint8)
+        self._blc_map_voxels = np.empty(0, dtype=np.int64)
         self._place()
 
     def _place(self) -> None:
@@ -191,49 +197,139 @@ class LeukemiaModule(BiologyModule):
         neighbour_count_map(cells["voxel"][cells.rows_of("blc")], nx, ny, counts)
         return counts[vox].astype(np.float64)
 
+    def _blc_contact_map(self, blc_rows: np.ndarray) -> np.ndarray:
+        """The map of living BLC among each voxel's 8 neighbours for the given BLC rows: the
+        kept map, moved from the BLC voxels it counted to these (``neighbour_count_move``) when
+        they differ, which is the map ``_blc_contacts`` builds from zeros."""
+        eng = self.engine
+        vox = eng.cells["voxel"][blc_rows]
+        old = self._blc_map_voxels
+        if old.shape != vox.shape or not np.array_equal(old, vox):
+            ny, nx = eng.geometry.labels.shape
+            neighbour_count_move(old, vox, nx, ny, self._blc_map)
+            self._blc_map_voxels = vox
+        return self._blc_map
+
+    def _signal_sources(self, kind: str, rows: np.ndarray, block: float,
+                        blc_rows: np.ndarray) -> tuple:
+        """Where each row of ``kind``'s signal matrix comes from, as ``rules_step`` takes it:
+        the same values ``signals`` gathers (tested), read by the kernel straight from the
+        cell table and lattice maps instead of gathered into arrays here."""
+        eng = self.engine
+        data, t = eng.scenario.data, eng.time_h
+        cells = eng.cells
+        row = {name: j for j, name in enumerate(self._sig_names[kind])}
+        fcols, fscale, frow = [], [], []
+        for f in eng.fields.names:
+            if f in row:
+                fcols.append(cells[f"{f}_at"])
+                # the receptor is how OPN is sensed; x * 1.0 is x exactly for the others
+                fscale.append(1.0 - block if f == "opn" else 1.0)
+                frow.append(row[f])
+        maps, mrow, consts, crow, percell, prow = [], [], [], [], [], []
+        filled = set(eng.fields.names) & set(row)
+        if "contact_msc" in row or "leukemic_density" in row:
+            nb, nm, nl = S.census(eng, rows)
+            for name, value in (("contact_blc", nb), ("contact_msc", nm),
+                                ("leukemic_density", nl / 8.0)):
+                if name in row:
+                    percell.append(value)
+                    prow.append(row[name])
+                    filled.add(name)
+        elif "contact_blc" in row:
+            maps.append(self._blc_contact_map(blc_rows))
+            mrow.append(row["contact_blc"])
+            filled.add("contact_blc")
+        if "contact_blc" in row and iv.active(data, "transwell", t) is not None:
+            # No contact through the membrane: the signal is 0 whatever filled it.
+            j = row["contact_blc"]
+            if j in mrow:
+                maps.pop(mrow.index(j))
+                mrow.remove(j)
+            if j in prow:
+                percell.pop(prow.index(j))
+                prow.remove(j)
+            consts.append(0.0)
+            crow.append(j)
+        brow = row.get("bound", -1)
+        if "bound" in row:
+            filled.add("bound")
+        if "burden" in row:
+            consts.append(S.burden(eng))
+            crow.append(row["burden"])
+            filled.add("burden")
+        if any(z in row for z in S.ZONE_SIGNALS):
+            for z, m in S.zone_maps(eng).items():
+                if z in row:
+                    maps.append(m)
+                    mrow.append(row[z])
+                    filled.add(z)
+        for drug, conc in eng.drug_mg_per_l.items():
+            if drug in row:
+                consts.append(conc)
+                crow.append(row[drug])
+                filled.add(drug)
+        missing = [name for name in row if name not in filled]
+        if missing:
+            raise KeyError(missing[0])
+        # numba takes tuples of equally typed arrays; an unused placeholder keeps them non-empty
+        return (tuple(fcols) or (np.zeros(1),), np.array(fscale, dtype=np.float64),
+                np.array(frow, dtype=np.int64), tuple(maps) or (self._blc_map,),
+                np.array(mrow, dtype=np.int64), cells["bound"], brow,
+                np.array(consts, dtype=np.float64), np.array(crow, dtype=np.int64),
+                np.array(percell, dtype=np.float64).reshape(len(percell), rows.size),
+                np.array(prow, dtype=np.int64))
+
     def apply_rules(self) -> None:
         """Behaviours of every LSC and blast; adhesion and detachment; TGF-β1 secretion.
 
-        The signals some rule reads are gathered once into a matrix kept for the ``cycle`` and
-        ``move`` phases (``_KindStep``); each fused kernel then evaluates a behaviour only for
-        the cells whose step uses it, which gives the values, draws and outcomes of evaluating
-        every behaviour for every cell.
+        One kernel per kind (``rules_step``) reads the signals some rule reads straight from
+        the cell table into a matrix kept for the ``cycle`` and ``move`` phases
+        (``_KindStep``), and decides adhesion and secretion in the same pass; each fused kernel
+        then evaluates a behaviour only for the cells whose step uses it, which gives the
+        values, draws and outcomes of evaluating every behaviour for every cell.
         """
         eng = self.engine
         data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
         cells = eng.cells
         rng = eng.streams["leukemia.adhesion"]
         block = iv.strength(data, "opn_receptor_block", t)
-        for kind in LEUKEMIC_KINDS:
-            rows = cells.rows_of(kind)
+        *kind_rows, blc_rows = cells.rows_of_kinds((*LEUKEMIC_KINDS, "blc"))
+        for kind, rows in zip(LEUKEMIC_KINDS, kind_rows):
             n = rows.size
             names = self._sig_names[kind]
-            sig = self.signals(kind, rows, set(names))
             mat = np.empty((len(names), n))
-            for j, name in enumerate(names):
-                mat[j] = sig[name]
             self._beh[kind] = _KindStep(rows, mat)
             b = self._b[kind]
             u = rng.random(n)
-            secretion = np.empty(n)
-            bound = np.empty(n, dtype=np.bool_)
+            if n == 0:
+                continue
+            sources = self._signal_sources(kind, rows, block, blc_rows)
             # Adhesion to BLC (MODEL.md hypothesis 2): needs a BLC beside the cell. The
             # secretion block acts when secreting, so the column stays the cell's behaviour.
-            adhesion_step(mat, self._tables[kind], b["tgfb_secretion_per_h"], b["adhesion_per_h"],
-                          b["detachment_per_h"], names.index("contact_blc"), cells["bound"][rows],
-                          u, 1.0 - block, dt, secretion, bound)
-            cells["tgfb_secretion_per_h"][rows] = secretion
-            cells["bound"][rows] = bound
+            rules_step(rows, cells["voxel"], *sources, self._tables[kind],
+                       b["tgfb_secretion_per_h"], b["adhesion_per_h"], b["detachment_per_h"],
+                       names.index("contact_blc"), u, 1.0 - block, dt, mat,
+                       cells["tgfb_secretion_per_h"])
 
     def cycle(self) -> None:
-        """Death, cycle transitions and division into free neighbouring voxels."""
+        """Death, cycle transitions and division into free neighbouring voxels.
+
+        Per kind, three kernels write the table in place: ``death_step`` (kills, lists the
+        survivors), ``cycle_step`` (new phases, lists the dividers; blasts out of divisions
+        differentiate and leave) and ``divide_step`` (daughter voxels in a random order, no
+        room -> stay in S-G2-M); the daughters are added at the end, LSC first.
+        """
         eng = self.engine
         cells = eng.cells
         lk = eng.scenario.data["leukemia"]
         ny, nx = eng.geometry.labels.shape
+        radius = int(lk["division_radius_voxels"])
         new_lsc: list[np.ndarray] = []
         new_blast: list[tuple[np.ndarray, np.ndarray]] = []
         free = S.free_map(eng)
+        alive, voxel, phase = cells["alive"], cells["voxel"], cells["phase"]
+        divisions_left, occupant = cells["divisions_left"], cells.occupant
         for kind in LEUKEMIC_KINDS:
             st = self._beh.get(kind)
             if st is None or st.rows.size == 0:
@@ -244,47 +340,31 @@ class LeukemiaModule(BiologyModule):
             rng_d = eng.streams[f"{kind}.death"]
             rng_c = eng.streams[f"{kind}.cycle"]
             rng_p = eng.streams[f"{kind}.division"]
-            phase = cells["phase"][rows]
-            dies = np.empty(n, dtype=np.bool_)
-            death_step(phase, st.sig, tab, b["death_per_h"], b["s_phase_death_per_h"],
-                       b["cycling_death_per_h"], rng_d.random(n), eng.dt_h, dies)
-            cells.kill(rows[dies])
-            free[cells["voxel"][rows[dies]]] = 1
-            keep = np.flatnonzero(~dies)
-            rows = rows[keep]
-            phase = phase[keep]
-            m = rows.size
-            new_phase = np.empty_like(phase)
-            divide = np.empty(m, dtype=np.bool_)
-            cycle_step(keep, phase, st.sig, tab, b["g0_entry_per_h"], b["g0_exit_per_h"],
-                       b["g1_exit_per_h"], b["division_per_h"], rng_c.random(m), eng.dt_h,
-                       new_phase, divide)
-            cells["phase"][rows] = new_phase
-            drows = rows[divide]
-            if kind == "blast":
-                # A blast with no divisions left differentiates and leaves the marrow.
-                done = cells["divisions_left"][drows] <= 0
-                cells.kill(drows[done])
-                free[cells["voxel"][drows[done]]] = 1
-                drows = drows[~done]
-            if drows.size == 0:
+            keep = np.empty(n, dtype=np.int64)
+            m = death_step(rows, phase, st.sig, tab, b["death_per_h"], b["s_phase_death_per_h"],
+                           b["cycling_death_per_h"], rng_d.random(n), eng.dt_h, alive, voxel,
+                           occupant, free, keep)
+            drows = np.empty(m, dtype=np.int64)
+            # A blast with no divisions left differentiates and leaves the marrow.
+            k = cycle_step(keep[:m], rows, phase, st.sig, tab, b["g0_entry_per_h"],
+                           b["g0_exit_per_h"], b["g1_exit_per_h"], b["division_per_h"],
+                           rng_c.random(m), eng.dt_h, divisions_left, kind == "blast", alive,
+                           voxel, occupant, free, drows)
+            if k == 0:
                 continue
-            drows = drows[rng_p.permutation(drows.size)]
-            target = np.empty(drows.size, dtype=np.int64)
-            place_daughters(cells["voxel"][drows], free, nx, ny, int(lk["division_radius_voxels"]),
-                            rng_p.random(drows.size), target)
-            ok = target >= 0
+            order = rng_p.permutation(k)
+            target = np.empty(k, dtype=np.int64)
+            left = np.empty(k, dtype=np.int64)
             # No room: stay in S-G2-M and try again next step (contact inhibition).
-            cells["phase"][drows[~ok]] = SG2M
-            drows, target = drows[ok], target[ok]
+            placed = divide_step(drows[:k], order, voxel, phase, divisions_left, kind == "blast",
+                                 free, nx, ny, radius, rng_p.random(k), target, left)
+            target = target[:placed]
             if kind == "lsc":
-                sym = rng_p.random(drows.size) < lk["p_symmetric_self_renewal"]
+                sym = rng_p.random(placed) < lk["p_symmetric_self_renewal"]
                 new_lsc.append(target[sym])
                 new_blast.append((target[~sym], np.full((~sym).sum(), lk["blast_divisions"])))
             else:
-                left = cells["divisions_left"][drows] - 1
-                cells["divisions_left"][drows] = left
-                new_blast.append((target, left))
+                new_blast.append((target, left[:placed]))
         t = eng.time_h
         if new_lsc:
             vox = np.concatenate(new_lsc)
@@ -297,45 +377,39 @@ class LeukemiaModule(BiologyModule):
                       tgfb_secretion_per_h=self.rules.bases["blast"]["tgfb_secretion_per_h"])
 
     def move(self) -> None:
-        """Unbound leukemic cells step into free neighbouring voxels (OPN chemotaxis)."""
+        """Unbound leukemic cells step into free neighbouring voxels (OPN chemotaxis).
+
+        ``move_choice`` lists each kind's movers (LSC, then blasts); ``move_step`` moves them in
+        one random order and updates the table's voxels and occupancy.
+        """
         eng = self.engine
         data, t = eng.scenario.data, eng.time_h
         cells = eng.cells
         block = iv.strength(data, "opn_receptor_block", t)
         rng = eng.streams["leukemia.move"]
-        rows_all, chemo_all = [], []
-        for kind in LEUKEMIC_KINDS:
-            st = self._beh.get(kind)
-            if st is None or st.rows.size == 0:
-                continue
+        steps = [(kind, st) for kind in LEUKEMIC_KINDS
+                 if (st := self._beh.get(kind)) is not None and st.rows.size]
+        if not steps:
+            return
+        size = sum(st.rows.size for _, st in steps)
+        movers = np.empty(size, dtype=np.int64)
+        chemo = np.empty(size, dtype=np.bool_)
+        alive, bound = cells["alive"], cells["bound"]
+        k = 0
+        for kind, st in steps:
             b = self._b[kind]
-            live = np.flatnonzero(cells["alive"][st.rows])
-            rows = st.rows[live]
-            u = rng.random((2, rows.size))
-            wants = np.empty(rows.size, dtype=np.bool_)
-            chemo = np.empty(rows.size, dtype=np.bool_)
-            move_choice(live, cells["bound"][rows], st.sig, self._tables[kind],
-                        b["migration_per_h"], b["chemotaxis_opn"], u, 1.0 - block, eng.dt_h,
-                        wants, chemo)
-            rows_all.append(rows[wants])
-            chemo_all.append(chemo[wants])
-        if not rows_all:
+            idx = np.empty(st.rows.size, dtype=np.int64)
+            m = alive_columns(st.rows, alive, idx)
+            u = rng.random((2, m))
+            k = move_choice(idx[:m], st.rows, bound, st.sig, self._tables[kind],
+                            b["migration_per_h"], b["chemotaxis_opn"], u, 1.0 - block, eng.dt_h,
+                            movers, chemo, k)
+        if k == 0:
             return
-        rows = np.concatenate(rows_all)
-        if rows.size == 0:
-            return
-        order = rng.permutation(rows.size)
-        rows = rows[order]
-        chemo = np.concatenate(chemo_all)[order]
+        order = rng.permutation(k)
         ny, nx = eng.geometry.labels.shape
-        opn = self._opn_flat()
-        new = np.empty(rows.size, dtype=np.int64)
-        move_cells(cells["voxel"][rows], np.ones(rows.size, dtype=np.bool_), chemo, opn,
-                   S.free_map(eng), nx, ny, rng.random(rows.size), new)
-        old = cells["voxel"][rows]
-        cells.occupant[old] = -1
-        cells["voxel"][rows] = new
-        cells.occupant[new] = rows
+        move_step(movers[:k], chemo[:k], order, cells["voxel"], cells.occupant, self._opn_flat(),
+                  S.free_map(eng), nx, ny, rng.random(k))
 
     def _opn_flat(self) -> np.ndarray:
         """The OPN field as a flat float64 array (a view when it already is one)."""
