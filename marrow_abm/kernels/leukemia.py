@@ -242,23 +242,10 @@ def place_daughters(src_voxels, free, nx, ny, radius, u, out_target):
     """
     cand = np.empty(8 * radius, dtype=np.int64)
     for i in range(src_voxels.shape[0]):
-        y0 = src_voxels[i] // nx
-        x0 = src_voxels[i] % nx
-        out_target[i] = -1
-        for r in range(1, radius + 1):
-            m = 0
-            for y in range(y0 - r, y0 + r + 1):
-                for x in range(x0 - r, x0 + r + 1):
-                    if max(abs(y - y0), abs(x - x0)) != r:
-                        continue
-                    if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
-                        cand[m] = y * nx + x
-                        m += 1
-            if m > 0:
-                j = min(int(u[i] * m), m - 1)
-                out_target[i] = cand[j]
-                free[cand[j]] = 0
-                break
+        t = _pick_free(src_voxels[i], free, nx, ny, radius, u[i], cand)
+        out_target[i] = t
+        if t >= 0:
+            free[t] = 0
 
 
 def place_daughters_ref(src_voxels, free, nx, ny, radius, u, out_target):
