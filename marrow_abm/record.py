@@ -36,7 +36,11 @@ class ZoneIndex:
     def __init__(self, geometry: Geometry):
         masks = geometry.zone_masks()
         self.names: tuple[str, ...] = tuple(REPORT_ZONES)
-        self.voxels: dict[str, np.ndarray] = {z: np.flatnonzero(masks[z].ravel()) for z in self.names}
+        # int32 indices where the lattice allows (half the memory of int64: 5.8 MB at 1001²,
+        # which keeps the whole model under 200 B per voxel + 100 B per cell, issue 7)
+        index = np.int32 if geometry.labels.size < 2**31 else np.int64
+        self.voxels: dict[str, np.ndarray] = {z: np.flatnonzero(masks[z].ravel()).astype(index)
+                                              for z in self.names}
         self.member = np.stack([masks[z].ravel() for z in self.names])
 
     def size(self) -> np.ndarray:

@@ -210,3 +210,11 @@ def test_scenario_chooses_the_cg_preconditioner():
     assert eng.fields.preconditioner == "jacobi"
     eng.step()
     assert np.isfinite(eng.fields.total("tgfb"))
+
+def test_zone_voxel_lists_are_int32_and_give_the_same_field_means(small_overrides):
+    eng = _engine(small_overrides)
+    z = eng.zones
+    field = np.random.default_rng(0).random(eng.geometry.labels.shape)
+    assert all(v.dtype == np.int32 for v in z.voxels.values())
+    wide = [field.ravel()[v.astype(np.int64)].mean() for v in z.voxels.values()]
+    np.testing.assert_array_equal(z.field_mean(field), wide)
