@@ -482,45 +482,6 @@ def test_fused_cycle_divide_and_move_match_unfused_path_and_twins():
     assert 100 < (vexp != t["voxel"][movers[order]]).sum() < movers.size     # some boxed in
 
 
-@njit
-def _decide_all(us, tab, sig, dt_h, b):
-    """Every (u, cell) decision of ``_decide`` and of the exact ``_rate_prob``."""
-    p_base = K._base_probs(tab, dt_h)
-    ok, p_lo, p_hi = K._rate_ranges(tab, dt_h)
-    got = np.empty(us.shape, dtype=np.bool_)
-    exact = np.empty(us.shape, dtype=np.bool_)
-    for i in range(us.shape[1]):
-        p = K._rate_prob(tab, p_base, b, sig, i, dt_h)
-        for k in range(us.shape[0]):
-            got[k, i] = K._decide(us[k, i], tab, p_base, ok, p_lo, p_hi, b, sig, i, dt_h)
-            exact[k, i] = us[k, i] < p
-    return got, exact
-
-
-@pytest.mark.parametrize("kind", ["lsc", "blast"])
-def test_decisions_settled_by_the_rate_range_are_the_exact_ones(kind):
-    """``_decide`` skips pow and exp when the range of p settles ``u < p``: for every rate
-    behaviour, uniforms at, beside and near each cell's exact p, and at the range's edges,
-    give the decisions of the exact probability."""
-    rs, names, behs, tab, sig, rng = _fused_case(3000, 4, kind)
-    sig[:, :50] = np.inf                            # unsafe signals take the exact path
-    sig[:, 50:100] = 1e300
-    p_base = 1.0 - np.exp(-tab[:, 0])
-    for b, beh in enumerate(behs):
-        if beh in ("chemotaxis_opn", "tgfb_secretion_per_h"):
-            continue                                # values, not rates
-        ref = _unfused(rs, names, kind, behs, sig, np.arange(sig.shape[1]))[beh]
-        p = 1.0 - np.exp(-ref)
-        lo, hi = _p(np.nanmin(ref[100:])), _p(np.nanmax(ref[100:]))
-        us = np.stack([p, np.nextafter(p, 0), np.nextafter(p, 1), p - 1e-12, p + 1e-12,
-                       p - 2e-9, p + 2e-9, np.full_like(p, lo), np.full_like(p, hi),
-                       np.full_like(p, lo - 2e-9), np.full_like(p, hi + 2e-9),
-                       rng.random(p.size), np.full_like(p, p_base[b])])
-        us = np.clip(np.nan_to_num(us), 0.0, np.nextafter(1.0, 0))
-        got, exact = _decide_all(us, tab, sig, 1.0, b)
-        assert np.array_equal(got, exact), beh
-
-
 def test_pow_of_power_one_is_the_base_exactly():
     """The premise of ``hill._hill_term``: pow(x, 1.0) == x for every positive double tried
     (each binade's ends, random bit patterns, subnormals)."""

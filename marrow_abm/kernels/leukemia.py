@@ -102,6 +102,12 @@ def neighbour_count_map(voxels, nx, ny, out_map):
         nx, ny: lattice shape.
         out_map: (ny*nx,) uint8 counts, incremented (start from zeros).
     """
+    _add_around(voxels, nx, ny, out_map, 1)
+
+
+@njit(cache=True, inline="always")
+def _add_around(voxels, nx, ny, out_map, delta):
+    """Add ``delta`` on each lattice voxel of the 8 Moore neighbours of each given voxel."""
     for i in range(voxels.shape[0]):
         y0 = voxels[i] // nx
         x0 = voxels[i] % nx
@@ -109,7 +115,7 @@ def neighbour_count_map(voxels, nx, ny, out_map):
             y = y0 + _DY[k]
             x = x0 + _DX[k]
             if 0 <= y < ny and 0 <= x < nx:
-                out_map[y * nx + x] += 1
+                out_map[y * nx + x] += delta
 
 
 def neighbour_count_map_ref(voxels, nx, ny, out_map):
@@ -133,15 +139,8 @@ def neighbour_count_move(old_voxels, new_voxels, nx, ny, out_map):
         nx, ny: lattice shape.
         out_map: (ny*nx,) uint8 neighbour counts of ``old_voxels``; modified.
     """
-    for i in range(old_voxels.shape[0]):
-        y0 = old_voxels[i] // nx
-        x0 = old_voxels[i] % nx
-        for k in range(8):
-            y = y0 + _DY[k]
-            x = x0 + _DX[k]
-            if 0 <= y < ny and 0 <= x < nx:
-                out_map[y * nx + x] -= 1
-    neighbour_count_map(new_voxels, nx, ny, out_map)
+    _add_around(old_voxels, nx, ny, out_map, -1)
+    _add_around(new_voxels, nx, ny, out_map, 1)
 
 
 def neighbour_count_move_ref(old_voxels, new_voxels, nx, ny, out_map):
@@ -395,106 +394,6 @@ def _rate_prob(tab, p_base, b, sig, i, dt_h):
     return p_base[b]
 
 
-# -- deciding u < p without computing p, when the rules' range of p settles it ----------------
-#
-# A rate behaviour's Hill response lies between its base value b0 and its saturation values
-# (M if it has up rules, m if it has down rules), whatever the signals: each Hill fraction
-# X/(1+X) is in [0, 1] for a finite X ≥ 0, in floating point too (1+X ≥ X, and rounding is
-# monotone). So the per-step probability p = 1 − exp(−r·dt) of any cell lies in [P(lo), P(hi)],
-# lo/hi the smallest/largest of those values. For a uniform u below P(lo) or at/above P(hi)
-# the decision u < p is known without the pow and exp of p (~30 ns a cell); only the cells with
-# u between need p, and they compute it exactly as before. Most cycle decisions are settled
-# this way (G1 exit: p in [0.118, 0.221] whatever the mitogen).
-#
-# Rounding: r from the Hill expression is within 3 roundings of [lo, hi] (≤ 2^-49·S beyond,
-# S = |b0| + |M| + |m|); P is increasing with slope ≤ dt for r ≥ 0, and libm's exp and the two
-# other roundings add ≤ 2^-50·(1 + dt·r). With lo ≥ 0 and dt·S ≤ 1e3 the computed p is within
-# 4e-12 of [P(lo), P(hi)] as computed here, so a margin of ``_DECIDE_EPS`` = 1e-9 (250x that)
-# keeps every settled decision the exact one. X is finite when every positive rule signal s
-# is ≤ 1e30·half-max and every Hill power in (0, 8] (so each term ≤ 1e240): ``_activity``
-# checks the signals, ``_rate_ranges`` the table; anything else takes the exact path.
-
-_DECIDE_EPS = 1e-9
-_SIGNAL_RATIO_MAX = 1e30
-
-
-@njit(cache=True, inline="always")
-def _activity(tab, b, sig, i):
-    """0 if no signal of behaviour ``b``'s rules is positive for cell ``i`` (the base value
-    exactly, ``behaviour_active``), 1 if some are and each positive one is at most
-    ``_SIGNAL_RATIO_MAX`` × its half-max, 2 otherwise (infinite or huge signals)."""
-    down = 5 + (tab.shape[1] - 5) // 2
-    state = 0
-    for r in range(int(tab[b, 1])):
-        c = 5 + 3 * r
-        s = sig[int(tab[b, c]), i]
-        if s > 0.0:
-            if not s <= _SIGNAL_RATIO_MAX * tab[b, c + 1]:
-                return 2
-            state = 1
-    for r in range(int(tab[b, 3])):
-        c = down + 3 * r
-        s = sig[int(tab[b, c]), i]
-        if s > 0.0:
-            if not s <= _SIGNAL_RATIO_MAX * tab[b, c + 1]:
-                return 2
-            state = 1
-    return state
-
-
-@njit(cache=True, inline="always")
-def _rate_ranges(tab, dt_h):
-    """Per behaviour: whether its probability range may settle decisions, and P(lo), P(hi)
-    (see above). Not for a behaviour with a Hill power outside (0, 8], a half-max ≤ 0, a
-    negative or non-finite value, or dt·S > 1e3."""
-    nb = tab.shape[0]
-    ok = np.zeros(nb, dtype=np.bool_)
-    p_lo = np.zeros(nb)
-    p_hi = np.zeros(nb)
-    down = 5 + (tab.shape[1] - 5) // 2
-    for b in range(nb):
-        b0 = tab[b, 0]
-        lo = b0
-        hi = b0
-        scale = abs(b0)
-        good = True
-        if tab[b, 1] > 0:
-            lo = min(lo, tab[b, 2])
-            hi = max(hi, tab[b, 2])
-            scale += abs(tab[b, 2])
-        if tab[b, 3] > 0:
-            lo = min(lo, tab[b, 4])
-            hi = max(hi, tab[b, 4])
-            scale += abs(tab[b, 4])
-        for side in range(2):
-            start = 5 if side == 0 else down
-            for r in range(int(tab[b, 1 if side == 0 else 3])):
-                c = start + 3 * r
-                if not (tab[b, c + 1] > 0.0 and 0.0 < tab[b, c + 2] <= 8.0):
-                    good = False
-        if not (good and lo >= 0.0 and dt_h >= 0.0 and dt_h * scale <= 1e3):
-            continue
-        ok[b] = True
-        p_lo[b] = _prob(lo, dt_h)
-        p_hi[b] = _prob(hi, dt_h)
-    return ok, p_lo, p_hi
-
-
-@njit(cache=True, inline="always")
-def _decide(u, tab, p_base, ok, p_lo, p_hi, b, sig, i, dt_h):
-    """``u < _rate_prob(tab, p_base, b, sig, i, dt_h)``, computing the probability only when
-    its range does not settle it (see above)."""
-    a = _activity(tab, b, sig, i)
-    if a == 0:
-        return u < p_base[b]
-    if a == 1 and ok[b]:
-        if u < p_lo[b] - _DECIDE_EPS:
-            return True
-        if u >= p_hi[b] + _DECIDE_EPS:
-            return False
-    return u < _prob(behaviour_value(tab, b, sig, i), dt_h)
-
-
 # -- the rules phase: signal matrix, TGF-β1 secretion and adhesion in one pass ---------------
 
 @njit(cache=True, inline="always")
@@ -558,15 +457,13 @@ def rules_step(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, consts
                   percell, prow, out_sig)
     p_base = _base_probs(tab, dt_h)
     v_base = _base_values(tab)
-    ok, p_lo, p_hi = _rate_ranges(tab, dt_h)
     for i in prange(rows.shape[0]):
         r = rows[i]
         secretion[r] = _value(tab, v_base, b_secretion, out_sig, i)
         touching = out_sig[contact_row, i] > 0
         if bound[r]:
             if touching:
-                bound[r] = not _decide(u[i], tab, p_base, ok, p_lo, p_hi, b_detachment, out_sig,
-                                       i, dt_h)
+                bound[r] = not u[i] < _rate_prob(tab, p_base, b_detachment, out_sig, i, dt_h)
             else:
                 bound[r] = False
         elif touching:
@@ -724,7 +621,6 @@ def cycle_step(keep, rows, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide
     m = keep.shape[0]
     divide = np.empty(m, dtype=np.bool_)
     p_base = _base_probs(tab, dt_h)
-    ok, p_lo, p_hi = _rate_ranges(tab, dt_h)
     for j in prange(m):
         i = keep[j]
         r = rows[i]
@@ -732,29 +628,16 @@ def cycle_step(keep, rows, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide
         uj = u[j]
         divide[j] = False
         if ph == 0:
-            phase[r] = 1 if _decide(uj, tab, p_base, ok, p_lo, p_hi, b_exit, sig, i, dt_h) else 0
+            phase[r] = 1 if uj < _rate_prob(tab, p_base, b_exit, sig, i, dt_h) else 0
         elif ph == 1:
             pe = _rate_prob(tab, p_base, b_enter, sig, i, dt_h)
             if uj < pe:
                 phase[r] = 0
                 continue
-            # G1 -> S-G2-M when u < pe + (1 − pe)·p(G1 exit): increasing in p, so p's range
-            # settles it as in ``_decide`` (the two extra roundings are far inside the margin).
-            a = _activity(tab, b_g1_exit, sig, i)
-            if a == 0:
-                to_s = uj < pe + (1.0 - pe) * p_base[b_g1_exit]
-            elif a == 1 and ok[b_g1_exit] and uj < (pe + (1.0 - pe) * p_lo[b_g1_exit]
-                                                    - _DECIDE_EPS):
-                to_s = True
-            elif a == 1 and ok[b_g1_exit] and uj >= (pe + (1.0 - pe) * p_hi[b_g1_exit]
-                                                     + _DECIDE_EPS):
-                to_s = False
-            else:
-                to_s = uj < pe + (1.0 - pe) * _prob(behaviour_value(tab, b_g1_exit, sig, i),
-                                                    dt_h)
+            to_s = uj < pe + (1.0 - pe) * _rate_prob(tab, p_base, b_g1_exit, sig, i, dt_h)
             phase[r] = 2 if to_s else 1
         else:
-            if _decide(uj, tab, p_base, ok, p_lo, p_hi, b_divide, sig, i, dt_h):
+            if uj < _rate_prob(tab, p_base, b_divide, sig, i, dt_h):
                 divide[j] = True
                 phase[r] = 1
             else:
