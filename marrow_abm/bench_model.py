@@ -9,11 +9,13 @@ phase timer (``Engine.phase_wall_s``) gives the breakdown.
 
 Method: build the engine (not timed), run ``warmup`` steps (numba cache load, the first
 field solves from the initial condition), then time ``steps`` steps one by one
-(``time.perf_counter``) and report the median step and the per-phase mean. Memory is
-measured two ways: ``state_bytes`` sums the numpy arrays the engine holds (fields, solver
-scratch, sources, geometry, zone tables, cell columns), and ``traced_peak_bytes`` is
-tracemalloc's peak over building the engine and its steps (numpy reports its allocations
-to tracemalloc; numba kernels' temporaries do not).
+(``time.perf_counter``) and report the median step and the per-phase mean. Several thread
+counts of one size get one engine each, stepped in turn (:func:`bench_size_threads`), so
+that their ratio is not the machine's drift between two runs. Memory is measured two ways:
+``state_bytes`` sums the numpy arrays the engine holds (fields, solver scratch, sources,
+geometry, zone tables, cell columns), and ``traced_peak_bytes`` is tracemalloc's peak over
+building the engine and its warm-up steps (numpy reports its allocations to tracemalloc;
+numba kernels' temporaries do not); the timed steps run untraced.
 """
 
 from __future__ import annotations
@@ -123,47 +125,105 @@ def bench_size(scenario: str, n: int, steps: int = 5, warmup: int = 2, threads: 
         warmup: untimed steps first.
         threads: numba threads for the engine (``Engine(n_threads=...)``).
         extra: further ``--set`` overrides.
-        trace_memory: measure tracemalloc's peak (slows numpy allocations a little).
+        trace_memory: measure tracemalloc's peak over the build and the warm-up steps.
+    """
+    return bench_size_threads(scenario, n, (threads,), steps=steps, warmup=warmup,
+                              extra=extra, trace_memory=trace_memory)[0]
+
+
+def bench_size_threads(scenario: str, n: int, threads: Sequence[int] = (1,), steps: int = 5,
+                       warmup: int = 2, extra: Sequence[str] = (),
+                       trace_memory: bool = True) -> list[SizeResult]:
+    """:func:`bench_size` for several thread counts at once, their steps interleaved.
+
+    One engine per thread count (same scenario and seed, so every engine does the same work
+    at each step: results do not depend on the thread count); each timed step runs once on
+    every engine, the order alternating from step to step. Why: on a shared 2-core machine
+    the speed drifts by ±30% over tens of seconds, so timing the thread counts one after the
+    other gave 1-vs-2-thread ratios of 1.3-1.9 for the same code; interleaved, both see the
+    same drift. ``traced_peak_bytes`` of an engine is the larger of its build's peak and its
+    memory after the build plus the largest increase within one of its warm-up steps; the
+    timed steps run without tracemalloc, whose allocation hooks added ~3 ms per step at
+    1001² to the phases that allocate many small numpy arrays (rules, cycle), on any number
+    of threads.
+
+    Returns:
+        one :class:`SizeResult` per entry of ``threads``, in that order.
     """
     from marrow_abm.engine import Engine
     from marrow_abm.scenario import load_scenario
 
     scen = load_scenario(scenario, [*size_overrides(n), *extra])
-    if trace_memory:
-        tracemalloc.start()
-    t0 = time.perf_counter()
-    eng = Engine(scen, n_threads=threads)
-    build_s = time.perf_counter() - t0
-    for _ in range(warmup):
-        eng.step()
-    before = dict(eng.phase_wall_s)
-    times = []
-    for _ in range(steps):
+    engines, build_s, held, peaks = [], [], [], []
+    for th in threads:
+        if trace_memory:
+            tracemalloc.start()
         t0 = time.perf_counter()
-        eng.step()
-        times.append(time.perf_counter() - t0)
-    peak = 0
-    if trace_memory:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    phase_ms = {k: (eng.phase_wall_s[k] - before[k]) / steps * 1e3 for k in before}
-    info = eng.fields.info()
-    counts = {k: int(v) for k, v in eng.cells.count_by_kind().items()}
-    sb = state_bytes(eng)
-    marrow = int(np.count_nonzero(eng.geometry.labels == 0))
-    med = statistics.median(times)
-    res = SizeResult(
-        n=n, scenario=scenario, threads=threads, grid_voxels=int(eng.geometry.labels.size),
-        marrow_voxels=marrow, cells=int(sum(counts.values())), cells_by_kind=counts,
-        steps=steps, step_s=times, median_step_s=med, day_s=med * 24.0 / eng.dt_h,
-        phase_ms=phase_ms,
-        cg_iterations={f: r.get("last_cg_iterations") for f, r in info.items()
-                       if r["method"] == "backward_euler"},
-        state_bytes=sb, traced_peak_bytes=int(peak), build_s=build_s)
-    # the issue's memory budget: 200 bytes per voxel + 100 per cell; report the state's
-    # bytes per (voxel + cell/2) so that <= 200 meets it
-    res.bytes_per_voxel_plus_cell = sb["total"] / (res.grid_voxels + 0.5 * max(res.cells, 0))
-    return res
+        engines.append(Engine(scen, n_threads=th))
+        build_s.append(time.perf_counter() - t0)
+        if trace_memory:
+            cur, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            held.append(cur)
+            peaks.append(peak)
+        else:
+            held.append(0)
+            peaks.append(0)
+    rises = [0] * len(engines)
+    times: list[list[float]] = [[] for _ in engines]
+    before: list[dict] = []
+
+    def one_step(k: int, traced: bool) -> float:
+        if traced:
+            cur0 = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+        t0 = time.perf_counter()
+        engines[k].step()
+        dt = time.perf_counter() - t0
+        if traced:
+            rises[k] = max(rises[k], tracemalloc.get_traced_memory()[1] - cur0)
+        return dt
+
+    if trace_memory and warmup:
+        tracemalloc.start()
+    try:
+        for i in range(warmup + steps):
+            if i == warmup:
+                tracemalloc.stop()
+                before = [dict(eng.phase_wall_s) for eng in engines]
+            order = range(len(engines)) if i % 2 == 0 else reversed(range(len(engines)))
+            for k in order:
+                dt = one_step(k, trace_memory and i < warmup)
+                if i >= warmup:
+                    times[k].append(dt)
+    finally:
+        if trace_memory:
+            tracemalloc.stop()
+    if not before:
+        before = [dict(eng.phase_wall_s) for eng in engines]
+    results = []
+    for k, (eng, th) in enumerate(zip(engines, threads)):
+        phase_ms = {p: (eng.phase_wall_s[p] - before[k][p]) / steps * 1e3 for p in before[k]}
+        info = eng.fields.info()
+        counts = {c: int(v) for c, v in eng.cells.count_by_kind().items()}
+        sb = state_bytes(eng)
+        marrow = int(np.count_nonzero(eng.geometry.labels == 0))
+        med = statistics.median(times[k])
+        res = SizeResult(
+            n=n, scenario=scenario, threads=th, grid_voxels=int(eng.geometry.labels.size),
+            marrow_voxels=marrow, cells=int(sum(counts.values())), cells_by_kind=counts,
+            steps=steps, step_s=times[k], median_step_s=med, day_s=med * 24.0 / eng.dt_h,
+            phase_ms=phase_ms,
+            cg_iterations={f: r.get("last_cg_iterations") for f, r in info.items()
+                           if r["method"] == "backward_euler"},
+            state_bytes=sb,
+            traced_peak_bytes=int(max(peaks[k], held[k] + rises[k])) if trace_memory else 0,
+            build_s=build_s[k])
+        # the issue's memory budget: 200 bytes per voxel + 100 per cell; report the state's
+        # bytes per (voxel + cell/2) so that <= 200 meets it
+        res.bytes_per_voxel_plus_cell = sb["total"] / (res.grid_voxels + 0.5 * max(res.cells, 0))
+        results.append(res)
+    return results
 
 
 def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict:
@@ -180,7 +240,8 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict:
 def run_model_bench(scenarios: Sequence[str] = ("aml_progression",),
                     sizes: Sequence[int] = DEFAULT_SIZES, steps: int = 5, warmup: int = 2,
                     threads: Sequence[int] = (1,), fit: bool = True) -> dict:
-    """Whole-model benchmark over scenarios x sizes x thread counts.
+    """Whole-model benchmark over scenarios x sizes x thread counts (the thread counts of a
+    size interleaved step by step: :func:`bench_size_threads`).
 
     Returns a JSON-ready dict: machine, ``results`` (one :class:`SizeResult` dict each) and,
     with ``fit`` and at least 4 sizes, a linear fit of the median step time against lattice
@@ -189,9 +250,8 @@ def run_model_bench(scenarios: Sequence[str] = ("aml_progression",),
     results = []
     for scen in scenarios:
         for n in sizes:
-            for th in threads:
-                results.append(asdict(bench_size(scen, n, steps=steps, warmup=warmup,
-                                                 threads=th)))
+            results += [asdict(r) for r in bench_size_threads(scen, n, tuple(threads),
+                                                              steps=steps, warmup=warmup)]
     fits = {}
     if fit and len(set(sizes)) >= 4:
         for scen in scenarios:
@@ -257,5 +317,5 @@ def print_model_bench(result: dict, console=None) -> None:
                       f"R² = {f['r2']:.4f}")
 
 
-__all__ = ["DEFAULT_SIZES", "FIT_SIZES", "bench_size", "linear_fit", "print_model_bench",
+__all__ = ["DEFAULT_SIZES", "FIT_SIZES", "bench_size", "bench_size_threads", "linear_fit", "print_model_bench",
            "radius_for", "run_model_bench", "size_overrides", "state_bytes"]

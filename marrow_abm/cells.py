@@ -116,6 +116,51 @@ def gather_many_into_numpy(values, voxels: np.ndarray, outs) -> None:
         out[:] = val[voxels]
 
 
+@numba.njit(cache=True, parallel=True)
+def reset_and_add_rates(values, old_voxels, voxel, kind, alive, rates):
+    """Zero ``values[k]`` at ``old_voxels``, then add ``rates[kind[r], k]`` at the voxel of
+    every living row r (the ``secrete`` phase's constant per-kind rates, one array per
+    field's source or uptake).
+
+    Why: the lattices are 0 except where cells secreted last step, so zeroing those voxels
+    (~3% of a 1001² lattice) replaces filling six whole lattices (48 MB) every step, and one
+    pass over the table replaces a mask and a fancy-indexed add per kind and rate.
+
+    Args:
+        values: tuple of equally typed flat lattice arrays, written.
+        old_voxels: flat voxels, each at most once, outside which every ``values[k]`` is 0.
+        voxel, kind, alive: the table's columns; living rows are on distinct voxels.
+        rates: float64 (kind codes, len(values)); 0 where a kind has no rate for an array
+            (0 + 0 is 0, so skipping it changes nothing).
+
+    Each voxel is written by one iteration of each loop (old voxels distinct, one living
+    cell per voxel), so the result does not depend on the thread count.
+    """
+    for i in numba.prange(old_voxels.size):
+        v = old_voxels[i]
+        for k in range(len(values)):
+            values[k][v] = 0
+    for r in numba.prange(voxel.size):
+        if alive[r]:
+            v = voxel[r]
+            c = kind[r]
+            for k in range(len(values)):
+                x = rates[c, k]
+                if x != 0.0:
+                    values[k][v] += x
+
+
+def reset_and_add_rates_numpy(values, old_voxels: np.ndarray, voxel: np.ndarray,
+                              kind: np.ndarray, alive: np.ndarray, rates: np.ndarray) -> None:
+    """Plain-numpy twin of ``reset_and_add_rates``."""
+    for val in values:
+        val[old_voxels] = 0
+    for k, val in enumerate(values):
+        rate = rates[kind, k]
+        take = alive & (rate != 0.0)
+        val[voxel[take]] += rate[take]
+
+
 @numba.njit(cache=True, nogil=True)
 def rows_of_codes(kind, alive, codes, out_rows, out_counts):
     """The living rows of each kind code in one pass over the table, ascending.

@@ -61,30 +61,47 @@ class NicheDynamicsModule(BiologyModule):
         neut = iv.active(data, "tgfb_neutralisation", t)
         if neut is not None:
             eng.uptakes["tgfb"].ravel()[self._marrow] += neut["extra_decay_per_h"]
+            eng.secreted_everywhere()      # not only at cells' voxels
         sup = iv.active(data, "tgfb_supplement", t)
         if sup is not None:
             eng.sources["tgfb"].ravel()[self._marrow] += sup["source_per_h"]
+            eng.secreted_everywhere()
 
     def _signals(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The signals some rule of ``kind`` reads, for the given rows (``RuleSet.evaluate``
+        reads no other): at 1001² the MSC are ~26 000 cells whose default rules read only the
+        burden, and gathering every signal for them cost ~4 ms per step."""
         eng = self.engine
         data, t = eng.scenario.data, eng.time_h
         cells = eng.cells
+        names = self.rules.signals_needed(kind)
         vox = cells["voxel"][rows]
-        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names}
-        _, _, nl = S.census(eng, rows)
-        if iv.active(data, "transwell", t) is not None and kind == "blc":
-            nl = np.zeros_like(nl)
-        sig["leukemic_density"] = nl / 8.0
-        sig["burden"] = np.full(rows.size, S.burden(eng))
-        for z, m in S.zone_maps(eng).items():
-            sig[z] = m[vox].astype(np.float64)
+        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names
+                                      if f in names}
+        if "leukemic_density" in names:
+            _, _, nl = S.census(eng, rows)
+            if iv.active(data, "transwell", t) is not None and kind == "blc":
+                nl = np.zeros_like(nl)
+            sig["leukemic_density"] = nl / 8.0
+        if "burden" in names:
+            sig["burden"] = np.full(rows.size, S.burden(eng))
+        if names.intersection(S.ZONE_SIGNALS):
+            for z, m in S.zone_maps(eng).items():
+                if z in names:
+                    sig[z] = m[vox].astype(np.float64)
         for drug in iv.DRUG_SIGNALS:
-            sig[drug] = np.full(rows.size, getattr(eng, "drug_mg_per_l", {}).get(drug, 0.0))
+            if drug in names:
+                sig[drug] = np.full(rows.size,
+                                    getattr(eng, "drug_mg_per_l", {}).get(drug, 0.0))
         if kind == "blc":
             r2 = cells["tgfbr2"][rows]
-            sig["tgfbr2"] = r2
-            sig["psmad"] = cells["psmad"][rows]
-            sig["tgfb_receptor"] = sig["tgfb"] * r2 * (1.0 - iv.strength(data, "tgfbr2_inhibition", t))
+            if "tgfbr2" in names:
+                sig["tgfbr2"] = r2
+            if "psmad" in names:
+                sig["psmad"] = cells["psmad"][rows]
+            if "tgfb_receptor" in names:
+                sig["tgfb_receptor"] = (cells["tgfb_at"][rows] * r2
+                                        * (1.0 - iv.strength(data, "tgfbr2_inhibition", t)))
         return sig
 
     def apply_rules(self) -> None:

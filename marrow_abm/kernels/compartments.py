@@ -123,15 +123,29 @@ def _append(sub, n, i0, j0, h, w):
     return sub
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy")
 def _same_geometry(labels, faces, ids, faces_seen):
-    """Whether ``ids`` (marrow where != -1) and ``faces_seen`` still describe the grid."""
+    """Whether ``ids`` (marrow where != -1) and ``faces_seen`` still describe the grid.
+
+    Checked at every ``FieldSet.step``, so it is one row per parallel iteration, counting the
+    row's mismatches without a branch (vectorised) rather than stopping at the first.
+    """
     ny, nx = labels.shape
-    for i in range(ny):
+    bad = np.empty(ny, np.int64)
+    for i in prange(ny):
+        n = 0
         for j in range(nx):
-            if (labels[i, j] == 0) != (ids[i, j] != -1) or faces[i, j] != faces_seen[i, j]:
-                return False
+            n += ((labels[i, j] == 0) != (ids[i, j] != -1)) | (faces[i, j] != faces_seen[i, j])
+        bad[i] = n
+    for i in range(ny):
+        if bad[i] != 0:
+            return False
     return True
+
+
+def _same_geometry_ref(labels, faces, ids, faces_seen):
+    """Plain-numpy twin of :func:`_same_geometry`."""
+    return bool(np.array_equal(labels == 0, ids != -1) and np.array_equal(faces, faces_seen))
 
 
 @njit(cache=True, error_model="numpy")
@@ -318,10 +332,11 @@ def cp_block_solve(t, diag, faces, r, ids, sub, z):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _precondition(res, diag, labels, ids, large, z, part):
+def _precondition(res, diag, labels, ids, large, z, part, p, copy_p):
     """Complete z after :func:`cp_block_solve` (``large`` False: z = 0 off the subdomains)
     or make it Jacobi on the large components (``large`` True: z = res / diag on
-    :data:`CP_LARGE` voxels, 0 elsewhere); part[i] = row i's sum of res * z."""
+    :data:`CP_LARGE` voxels, 0 elsewhere); part[i] = row i's sum of res * z. With ``copy_p``
+    also p = z (the first search direction), in the same pass."""
     ny, nx = z.shape
     for i in prange(ny):
         sv = 0.0
@@ -334,6 +349,9 @@ def _precondition(res, diag, labels, ids, large, z, part):
                 z[i, j] = 0.0
             sv += res[i, j] * z[i, j]
         part[i] = sv
+        if copy_p:
+            for j in range(nx):
+                p[i, j] = z[i, j]
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,10 +467,11 @@ def _cg_update_jacobi(out, res, p, q, alpha, inv, z, part_r, part_z):
 
 
 @njit(cache=True, error_model="numpy")
-def _direct(res, diag, labels, faces, r, ids, sub, z, part):
-    """z = the subdomains' exact solve of res, 0 elsewhere; returns sum(res * z)."""
+def _direct(res, diag, labels, faces, r, ids, sub, z, part, p, copy_p):
+    """z = the subdomains' exact solve of res, 0 elsewhere (and p = z with ``copy_p``);
+    returns sum(res * z)."""
     cp_block_solve(res, diag, faces, r, ids, sub, z)
-    _precondition(res, diag, labels, ids, False, z, part)
+    _precondition(res, diag, labels, ids, False, z, part, p, copy_p)
     return _sum(part, res.shape[0])
 
 
@@ -481,8 +500,7 @@ def _solve_cp_jit(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h, de
     # components that is A^-1, so the first step converges (more only for a tol near
     # rounding); with them, one step, which solves the subdomains
     large = n_large > 0
-    rz = _direct(res, diag, labels, faces, r, ids, sub, z, part_a)
-    p[:, :] = z
+    rz = _direct(res, diag, labels, faces, r, ids, sub, z, part_a, p, True)
     while rr > stop and it < max_iter and rz > 0.0:
         it += 1
         _cg_matvec(p, q, diag, labels, r, part_a)
@@ -493,7 +511,7 @@ def _solve_cp_jit(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h, de
         rr = _sum(part_a, ny)
         if rr <= stop or large:
             break
-        rz_new = _direct(res, diag, labels, faces, r, ids, sub, z, part_a)
+        rz_new = _direct(res, diag, labels, faces, r, ids, sub, z, part_a, p, False)
         _cg_direction(p, z, rz_new / rz)
         rz = rz_new
     if large and rr > stop:
@@ -522,16 +540,20 @@ def _solve_cp_jit(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h, de
 
 def backward_euler_solve_cp(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h,
                             decay_per_h, clearance_per_h, dt_h, r, tol, max_iter, work,
-                            cp_scratch):
+                            cp_scratch, partition=None):
     """One backward-Euler step by CG preconditioned with exact solves on the compartments.
 
     Same system, arguments, stopping rule and return value as
     :func:`marrow_abm.kernels.diffusion.backward_euler_solve` (the direct step counts as one
-    iteration); ``work`` (5, ny, nx) holds the diagonal, (unused), the residual, the
-    direction and A p (the preconditioned residual); ``cp_scratch`` is :func:`cp_work` of the
-    grid's shape.
+    iteration; ``out`` may be ``c`` likewise: ``_cg_init`` is the only reader of ``c``);
+    ``work`` (5, ny, nx) holds the diagonal, (unused), the residual, the direction and A p
+    (the preconditioned residual); ``cp_scratch`` is :func:`cp_work` of the grid's shape.
+    ``partition``: ``cp_scratch.partition(labels, faces)`` when the caller has just
+    computed it (``FieldSet.step`` checks the grid once for all its fields).
     """
-    ids, sub, n_large = cp_scratch.partition(labels, faces)
+    if partition is None:
+        partition = cp_scratch.partition(labels, faces)
+    ids, sub, n_large = partition
     return _solve_cp_jit(c, out, labels, faces, n_sinus, source_per_h, uptake_per_h,
                          float(decay_per_h), float(clearance_per_h), float(dt_h), float(r),
                          float(tol), int(max_iter), work, ids, sub, int(n_large))

@@ -148,6 +148,23 @@ def reaction_coefficients_ref(labels, n_sinus, source_per_h, uptake_per_h, decay
     return retain_out, gain_out
 
 
+@njit(cache=True, parallel=True)
+def copy_into(dst, src):
+    """``dst[...] = src`` for (ny, nx) arrays, one row per iteration: the explicit solver's
+    copy of its result back into the field is then shared by the numba threads (numpy's copy
+    runs on one core)."""
+    ny, nx = src.shape
+    for i in prange(ny):
+        for j in range(nx):
+            dst[i, j] = src[i, j]
+
+
+def copy_into_ref(dst, src):
+    """Plain-numpy twin of :func:`copy_into`."""
+    np.copyto(dst, src)
+    return dst
+
+
 # --------------------------------------------------------------------------------------------
 # Explicit 5-point stencil (FTCS), temporally blocked
 # --------------------------------------------------------------------------------------------
@@ -650,8 +667,10 @@ def backward_euler_solve(c, out, labels, faces, n_sinus, source_per_h, uptake_pe
     is bitwise independent of the thread count.
 
     Args:
-        c: (ny, nx) field at the start, 0 outside marrow; not modified.
-        out: (ny, nx) ``c.dtype``, receives the field after dt_h; must not alias ``c``.
+        c: (ny, nx) field at the start, 0 outside marrow; not modified unless it is ``out``.
+        out: (ny, nx) ``c.dtype``, receives the field after dt_h. It may be ``c`` (the solve
+            is then in place): ``c`` is read only in the first pass, which sets out = c voxel
+            by voxel, so every value read is still the start value.
         labels: int8 (ny, nx); 0 marrow, 1 bone, 2 sinusoid.
         faces: int8 (ny, nx) open-face bits (:func:`open_faces`).
         n_sinus: int8 (ny, nx) sinusoid neighbours of each marrow voxel.
