@@ -94,3 +94,18 @@ def test_cli_unknown_scenario_exit_2_with_suggestion(argv, capsys, tmp_path, mon
     if "defualt" in argv:
         assert "default" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_ctrl_c_while_starting_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C while the parser is built (the first ~0.3 s of every command, importing the
+    browser app's options) ends like any interrupt: exit 130, one line, no folder."""
+    import marrow_abm.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    out = tmp_path / "out"
+    assert main(["run", "default", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not out.exists()
