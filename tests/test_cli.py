@@ -99,7 +99,7 @@ def test_cli_unknown_scenario_exit_2_with_suggestion(argv, capsys, tmp_path, mon
 def test_cli_ctrl_c_while_starting_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
     """A Ctrl-C while the parser is built (the first ~0.3 s of every command, importing the
     browser app's options) ends like any interrupt: exit 130, one line, no folder."""
-    import marrow_abm.cli as cli
+    from marrow_abm import cli
 
     def interrupted():
         raise KeyboardInterrupt

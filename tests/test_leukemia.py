@@ -542,10 +542,10 @@ def test_blc_map_moves_to_new_voxels_as_if_built_from_zeros():
 @pytest.mark.parametrize("scenario", ["aml_progression", "aml_transwell"])
 @pytest.mark.parametrize("census", [False, True])
 def test_rules_step_reads_the_signals_the_module_senses(scenario, census):
-    """The matrix ``rules_step`` fills from the table and maps (``_signal_sources``) is what
-    ``LeukemiaModule.signals`` gathers, for every kind of signal: fields (OPN through the
-    receptor block), BLC contact from the kept map or the census, bound, burden, zones, drugs;
-    and transwell contact."""
+    """The matrix ``rules_step`` fills (``_signal_sources``) and ``LeukemiaModule.signals``
+    both equal the signals built here by hand for every kind of signal: fields (OPN through
+    the receptor block), BLC contact from the kept map or the census, MSC contact and leukemic
+    density from the census, bound, burden, zones, drugs; and no contact through a transwell."""
     from marrow_abm.biology import aml_signals as S
     from marrow_abm.biology.leukemia import LEUKEMIC_KINDS
 
@@ -558,12 +558,25 @@ def test_rules_step_reads_the_signals_the_module_senses(scenario, census):
     eng.drug_mg_per_l["cytarabine"] = 0.3
     names = sorted({*eng.fields.names, "contact_blc", "bound", "burden", *S.ZONE_SIGNALS,
                     *iv.DRUG_SIGNALS} | ({"contact_msc", "leukemic_density"} if census else set()))
+    cells = eng.cells
     expect = {}
     for kind in LEUKEMIC_KINDS:
+        rows = cells.rows_of(kind)
+        vox = cells["voxel"][rows]
+        nb, nm, nl = S.census(eng, rows)
+        by_hand = {f: cells[f"{f}_at"][rows] * (0.6 if f == "opn" else 1.0)
+                   for f in eng.fields.names}
+        by_hand.update(contact_blc=nb * (scenario != "aml_transwell"), contact_msc=nm,
+                       leukemic_density=nl / 8.0, bound=cells["bound"][rows].astype(float),
+                       burden=np.full(rows.size, S.burden(eng)))
+        by_hand.update({z: m[vox].astype(float) for z, m in S.zone_maps(eng).items()})
+        by_hand.update({d: np.full(rows.size, c) for d, c in eng.drug_mg_per_l.items()})
+        expect[kind] = np.stack([by_hand[name] for name in names])
+        sig = mod.signals(kind, rows, set(names))
+        assert sorted(sig) == names
+        assert np.array_equal(np.stack([sig[name] for name in names]), expect[kind]), kind
         mod._sig_names[kind] = names
         mod._tables[kind] = mod.rules.table(kind, list(mod.rules.bases[kind]), names)
-        sig = mod.signals(kind, eng.cells.rows_of(kind), set(names))
-        expect[kind] = np.stack([sig[name] for name in names])
     assert expect["lsc"].shape[1] > 10 and expect["blast"].shape[1] > 0
     mod.apply_rules()
     for kind in LEUKEMIC_KINDS:

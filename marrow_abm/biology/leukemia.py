@@ -42,9 +42,9 @@ from ..kernels.leukemia import (
     cycle_step,
     death_step,
     divide_step,
+    fill_signals_ref,
     move_choice,
     move_step,
-    neighbour_count_map,
     neighbour_count_move,
     rules_step,
 )
@@ -135,50 +135,28 @@ class LeukemiaModule(BiologyModule):
 
     def signals(self, kind: str, rows: np.ndarray,
                 names: set[str] | None = None) -> dict[str, np.ndarray]:
-        """The signals a leukemic cell of ``kind`` senses, for the given rows.
+        """The signals a leukemic cell of ``kind`` senses, for the given rows (for inspection,
+        ``behaviours`` and tests).
+
+        The values come from ``_signal_sources``, the same description of each signal that
+        feeds ``rules_step``, through the kernel's numpy twin (``fill_signals_ref``): one
+        statement of what each signal is.
 
         Args:
             kind: ``lsc`` or ``blast``.
             rows: cell rows.
-            names: only these signals (default: every signal it can sense). ``apply_rules``
-                asks for the ones its rules read, so zone maps, burden and fields no rule reads
-                are not gathered every step.
+            names: only these signals (default: every signal it can sense: the fields, BLC and
+                MSC contact, leukemic density, bound, burden, the zones and the drugs).
         """
         eng = self.engine
-        data, t = eng.scenario.data, eng.time_h
-        cells = eng.cells
-
-        def want(name: str) -> bool:
-            return names is None or name in names
-
-        vox = cells["voxel"][rows]
-        sig: dict[str, np.ndarray] = {f: cells[f"{f}_at"][rows] for f in eng.fields.names
-                                      if want(f)}
-        if "opn" in sig:
-            block = iv.strength(data, "opn_receptor_block", t)
-            sig["opn"] = sig["opn"] * (1.0 - block)      # the receptor is how OPN is sensed
-        if want("contact_msc") or want("leukemic_density"):
-            nb, nm, nl = S.census(eng, rows)
-            for name, value in (("contact_blc", nb), ("contact_msc", nm),
-                                ("leukemic_density", nl / 8.0)):
-                if want(name):
-                    sig[name] = value
-        elif want("contact_blc"):
-            sig["contact_blc"] = self._blc_contacts(vox)
-        if "contact_blc" in sig and iv.active(data, "transwell", t) is not None:
-            sig["contact_blc"] = np.zeros_like(sig["contact_blc"])
-        if want("bound"):
-            sig["bound"] = cells["bound"][rows].astype(np.float64)
-        if want("burden"):
-            sig["burden"] = np.full(rows.size, S.burden(eng))
-        if any(want(z) for z in S.ZONE_SIGNALS):
-            for z, m in S.zone_maps(eng).items():
-                if want(z):
-                    sig[z] = m[vox].astype(np.float64)
-        for drug, conc in eng.drug_mg_per_l.items():
-            if want(drug):
-                sig[drug] = np.full(rows.size, conc)
-        return sig
+        every = [*eng.fields.names, "contact_blc", "contact_msc", "leukemic_density", "bound",
+                 "burden", *S.ZONE_SIGNALS, *eng.drug_mg_per_l]
+        wanted = [s for s in every if names is None or s in names]
+        block = iv.strength(eng.scenario.data, "opn_receptor_block", eng.time_h)
+        sources = self._signal_sources(kind, rows, block, eng.cells.rows_of("blc"), wanted)
+        out = np.empty((len(wanted), rows.size))
+        fill_signals_ref(rows, eng.cells["voxel"], *sources, out)
+        return dict(zip(wanted, out))
 
     def behaviours(self, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Every behaviour of ``kind`` for the given rows, from their current signals, through
@@ -187,20 +165,10 @@ class LeukemiaModule(BiologyModule):
         sig = self.signals(kind, rows, set(self._sig_names[kind]))
         return {b: self.rules.evaluate(kind, b, sig, rows.size) for b in self.rules.bases[kind]}
 
-    def _blc_contacts(self, vox: np.ndarray) -> np.ndarray:
-        """Living BLC among the 8 neighbours of each voxel (float64 0–8): the census's count,
-        from a map of BLC neighbourhoods built from the few BLC (``neighbour_count_map``)."""
-        eng = self.engine
-        cells = eng.cells
-        ny, nx = eng.geometry.labels.shape
-        counts = np.zeros(ny * nx, dtype=np.uint8)
-        neighbour_count_map(cells["voxel"][cells.rows_of("blc")], nx, ny, counts)
-        return counts[vox].astype(np.float64)
-
     def _blc_contact_map(self, blc_rows: np.ndarray) -> np.ndarray:
         """The map of living BLC among each voxel's 8 neighbours for the given BLC rows: the
         kept map, moved from the BLC voxels it counted to these (``neighbour_count_move``) when
-        they differ, which is the map ``_blc_contacts`` builds from zeros."""
+        they differ, which is the map ``neighbour_count_map`` builds from zeros (tested)."""
         eng = self.engine
         vox = eng.cells["voxel"][blc_rows]
         old = self._blc_map_voxels
@@ -211,14 +179,21 @@ class LeukemiaModule(BiologyModule):
         return self._blc_map
 
     def _signal_sources(self, kind: str, rows: np.ndarray, block: float,
-                        blc_rows: np.ndarray) -> tuple:
-        """Where each row of ``kind``'s signal matrix comes from, as ``rules_step`` takes it:
-        the same values ``signals`` gathers (tested), read by the kernel straight from the
-        cell table and lattice maps instead of gathered into arrays here."""
+                        blc_rows: np.ndarray, names: list[str] | None = None) -> tuple:
+        """Where each row of a signal matrix comes from, as ``rules_step`` takes it: the one
+        statement of what each signal a leukemic cell senses is (``signals`` uses it too).
+
+        Args:
+            kind: ``lsc`` or ``blast``; rows: its cell rows.
+            block: OPN-receptor block (0–1): OPN is sensed through the receptor.
+            blc_rows: the living BLC's rows (for the contact map).
+            names: the matrix's rows (default: the signals ``kind``'s rules read).
+        """
         eng = self.engine
         data, t = eng.scenario.data, eng.time_h
         cells = eng.cells
-        row = {name: j for j, name in enumerate(self._sig_names[kind])}
+        names = self._sig_names[kind] if names is None else names
+        row = {name: j for j, name in enumerate(names)}
         fcols, fscale, frow = [], [], []
         for f in eng.fields.names:
             if f in row:
