@@ -51,6 +51,14 @@ class ZoneIndex:
         """Number of the given (cell) voxels in each zone."""
         return self.member[:, voxels].sum(axis=1).astype(np.float64)
 
+    def count_where(self, flat_map: np.ndarray) -> np.ndarray:
+        """Number of each zone's voxels where the flat lattice map is non-zero (a count, so
+        exact whichever way it is summed). One gather per zone: ``count`` of the map's
+        non-zero voxels indexes the (zones, voxels) table with every one of them, ≈ 40 ms per
+        record at 1001² for the free-marrow map (~500,000 voxels)."""
+        return np.array([np.count_nonzero(flat_map[v]) for v in self.voxels.values()],
+                        dtype=np.float64)
+
     def total(self, voxels: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Sum of per-cell ``values`` over the cells in each zone."""
         return (self.member[:, voxels] * np.asarray(values, dtype=np.float64)).sum(axis=1)

@@ -584,3 +584,20 @@ def test_rules_step_reads_the_signals_the_module_senses(scenario, census):
         assert got.shape == expect[kind].shape and np.array_equal(got, expect[kind]), kind
     contact = expect["lsc"][names.index("contact_blc")]
     assert (contact == 0).all() if scenario == "aml_transwell" else contact.max() > 0
+
+
+def test_frac_normal_counts_free_marrow_per_zone_exactly():
+    """``frac_normal`` (ZoneIndex.count_where over the free map) is the count of free marrow
+    voxels of each zone, as indexing the zone table with every free voxel gives it."""
+    from marrow_abm.biology import aml_signals as S
+    from marrow_abm.geometry import MARROW
+
+    eng = Engine(load_scenario("aml_progression", SMALL))
+    eng.run(1.0)
+    z = eng.zones
+    free = S.free_map(eng).astype(bool)
+    marrow = np.flatnonzero(eng.geometry.labels.ravel() == MARROW)
+    by_table = z.count(marrow[free[marrow]]) / z.size()
+    got = find_module(eng, LeukemiaModule).metrics()["frac_normal"]()
+    assert np.array_equal(got, by_table)
+    assert 0.0 < got.min() and got.max() < 1.0

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from ..cells import KINDS
-from ..geometry import MARROW
 from ..kernels.leukemia import (
     G0,
     G1,
@@ -453,9 +452,8 @@ class LeukemiaModule(BiologyModule):
             return lambda: np.full(len(z.names), eng.drug_mg_per_l[drug])
 
         def frac_normal():
-            free = S.free_map(eng).astype(bool)
-            marrow = np.flatnonzero(eng.geometry.labels.ravel() == MARROW)
-            return z.count(marrow[free[marrow]]) / z.size()
+            # the free map is 1 only on marrow voxels without a cell (aml_signals.free_map)
+            return z.count_where(S.free_map(eng)) / z.size()
 
         return {
             "n_lsc": count((lsc,)), "n_lsc_g0": count((lsc,), True), "frac_lsc_g0": frac_g0((lsc,)),
