@@ -55,7 +55,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mesa
@@ -291,6 +291,8 @@ class RunResult:
         cell_steps: sum over steps of the LSC that stepped (alive at the step's start).
         seconds: wall time of the stepping loop only (set-up excluded).
         threads: numba threads (0 for Mesa).
+        phase_ns: ours only: wall ns per cell-step of each engine phase (``ENGINE_PHASES``),
+            from the engine's phase timer over the stepping loop; where the time goes.
     """
 
     impl: str
@@ -300,6 +302,7 @@ class RunResult:
     cell_steps: int
     seconds: float
     threads: int = 0
+    phase_ns: dict = field(default_factory=dict)
 
     @property
     def cell_steps_per_s(self) -> float:
@@ -565,6 +568,7 @@ def run_ours(section: Section, lsc_voxels: np.ndarray, hours: int, replicate: in
     """Run the production path, the engine's ``ENGINE_PHASES`` (``LeukemiaModule``), for
     ``hours`` steps on ``threads`` numba threads; time only the stepping."""
     eng = _engine_for(section, lsc_voxels, replicate, n_threads=threads)
+    before = dict(eng.phase_wall_s)
     cell_steps = 0
     t0 = time.perf_counter()
     for _ in range(int(hours)):
@@ -572,7 +576,9 @@ def run_ours(section: Section, lsc_voxels: np.ndarray, hours: int, replicate: in
         eng.step()
     seconds = time.perf_counter() - t0
     n, g0, bound = _observe(eng)
-    return RunResult("ours", n, g0, bound, cell_steps, seconds, int(threads))
+    phase_ns = {name: (eng.phase_wall_s[name] - before[name]) / max(cell_steps, 1) * 1e9
+                for name, _ in eng.phases}
+    return RunResult("ours", n, g0, bound, cell_steps, seconds, int(threads), phase_ns)
 
 
 def engine_probabilities(eng: Engine, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -655,7 +661,8 @@ def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] =
     Returns:
         dict: ``size``, ``hours``, ``replicates``, ``runs`` (every RunResult as a dict),
         ``speed`` (impl label -> median cell-steps/s), ``ratio`` (label -> median of the
-        per-replicate ratios to Mesa), ``g0`` and ``n_lsc`` (``compare_replicates`` of Mesa vs
+        per-replicate ratios to Mesa), ``phase_ns`` (ours' labels -> phase -> median ns per
+        cell-step), ``g0`` and ``n_lsc`` (``compare_replicates`` of Mesa vs
         ours on one thread), ``load_avg`` before and after.
     """
     import os
@@ -689,6 +696,10 @@ def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] =
         "runs": [r.__dict__ | {"cell_steps_per_s": r.cell_steps_per_s} for r in runs],
         "speed": {k: float(np.median(v)) for k, v in labels.items()},
         "ratio": {k: float(np.median(v)) for k, v in ratios.items()},
+        "phase_ns": {f"ours_{t}t": {p: float(np.median([r.phase_ns[p] for r in runs
+                                                          if r.impl == "ours" and r.threads == t]))
+                                    for p in ENGINE_PHASES}
+                     for t in threads},
         "g0": compare_replicates([r.frac_g0 for r in mesa_runs],
                                  [r.frac_g0 for r in ours_runs], g0_margin),
         "n_lsc": compare_replicates([r.n_lsc for r in mesa_runs], [r.n_lsc for r in ours_runs],
@@ -712,6 +723,10 @@ def print_mesa_comparison(result: Mapping) -> None:
         label = names.get(key, key.replace("ours_", "ours, ").replace("t", " thread(s)"))
         ratio = "1" if key == "mesa" else f"{r['ratio'][key]:.0f}"
         print(f"{label:<22}{speed:>14.3g}{ratio:>10}")
+    for key, phases in r.get("phase_ns", {}).items():
+        label = key.replace("ours_", "ours, ").replace("t", " thread(s)")
+        print(f"{label}, ns per cell-step by phase (median): "
+              + ", ".join(f"{p} {v:.1f}" for p, v in phases.items()))
     for name, unit in (("g0", "G0 fraction"), ("n_lsc", "LSC count")):
         c = r[name]
         print(f"{unit}: Mesa {c['mean_a']:.4g}, ours {c['mean_b']:.4g}, difference "

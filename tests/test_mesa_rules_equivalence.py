@@ -141,6 +141,9 @@ def test_ours_is_the_engine_and_exercises_every_transition(section):
     assert eng.cells["bound"][rows].any()
     r = bm.run_ours(section, vox, 12, 3)
     assert (r.n_lsc, r.frac_g0) == (rows.size, float(np.mean(eng.cells["phase"][rows] == G0)))
+    # where the time goes: every phase timed, and together no more than the stepping loop
+    assert list(r.phase_ns) == list(bm.ENGINE_PHASES) and min(r.phase_ns.values()) > 0
+    assert sum(r.phase_ns.values()) <= r.seconds / r.cell_steps * 1e9
 
 
 def test_two_threads_same_trajectory(section):
