@@ -86,8 +86,8 @@ class LeukemiaModule(BiologyModule):
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
         #: drug signal (``interventions.DRUG_SIGNALS``) -> concentration this step (mg/L)
         engine.drug_mg_per_l = dict.fromkeys(iv.DRUG_SIGNALS, 0.0)
-        #: Living BLC among the 8 neighbours of every voxel (``neighbour_count_map``) and the BLC
-        #: voxels it counts; brought up to date at the ``rules`` phase only when the BLC moved,
+        #: Living BLC among the 8 neighbours of every voxel (``neighbour_count_move`` from no
+        #: BLC) and the BLC voxels it counts; brought up to date at the ``rules`` phase only when the BLC moved,
         #: died or were added (``_blc_contact_map``).
         self._blc_map = np.zeros(engine.geometry.labels.size, dtype=np.uint8)
         self._blc_map_voxels = np.empty(0, dtype=np.int64)
@@ -167,7 +167,7 @@ class LeukemiaModule(BiologyModule):
     def _blc_contact_map(self, blc_rows: np.ndarray) -> np.ndarray:
         """The map of living BLC among each voxel's 8 neighbours for the given BLC rows: the
         kept map, moved from the BLC voxels it counted to these (``neighbour_count_move``) when
-        they differ, which is the map ``neighbour_count_map`` builds from zeros (tested)."""
+        they differ, which is the map built from zeros (``neighbour_count_map_ref``, tested)."""
         eng = self.engine
         vox = eng.cells["voxel"][blc_rows]
         old = self._blc_map_voxels

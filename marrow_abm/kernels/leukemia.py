@@ -89,22 +89,6 @@ def neighbour_census_ref(voxels, occupant, kind, alive, nx, ny, code_blc, code_m
         out_leuk += (c == code_lsc) | (c == code_blast)
 
 
-@njit(cache=True)
-def neighbour_count_map(voxels, nx, ny, out_map):
-    """Add 1 on each lattice voxel of the 8 Moore neighbours of each given voxel.
-
-    With the voxels of the living BLC, ``out_map[v]`` is then the number of BLC among the
-    neighbours of v: what ``neighbour_census`` counts for a cell on v, from one read per cell
-    instead of 8 scattered look-ups into the cell table (BLC are a few hundred, cells many).
-
-    Args:
-        voxels: (m,) flat voxels (one cell each).
-        nx, ny: lattice shape.
-        out_map: (ny*nx,) uint8 counts, incremented (start from zeros).
-    """
-    _add_around(voxels, nx, ny, out_map, 1)
-
-
 @njit(cache=True, inline="always")
 def _add_around(voxels, nx, ny, out_map, delta):
     """Add ``delta`` on each lattice voxel of the 8 Moore neighbours of each given voxel."""
@@ -119,7 +103,11 @@ def _add_around(voxels, nx, ny, out_map, delta):
 
 
 def neighbour_count_map_ref(voxels, nx, ny, out_map):
-    """Numpy twin of ``neighbour_count_map``."""
+    """Add 1 on each lattice voxel of the 8 Moore neighbours of each given voxel (plain numpy).
+
+    With the living BLC's voxels and ``out_map`` from zeros, ``out_map[v]`` is the number of BLC
+    among the neighbours of v, what ``neighbour_census`` counts for a cell on v: the map
+    ``neighbour_count_move`` keeps (tested against this)."""
     y0, x0 = voxels // nx, voxels % nx
     for dy, dx in zip(_DY, _DX):
         y, x = y0 + dy, x0 + dx
@@ -129,10 +117,11 @@ def neighbour_count_map_ref(voxels, nx, ny, out_map):
 
 @njit(cache=True)
 def neighbour_count_move(old_voxels, new_voxels, nx, ny, out_map):
-    """Turn ``out_map`` from the ``neighbour_count_map`` of ``old_voxels`` into that of
-    ``new_voxels``: subtract 1 around each old voxel, add 1 around each new one. The counts are
-    a sum over the voxels, so this is the map built from zeros, without touching the rest of
-    the lattice (the BLC contact map is kept this way from step to step).
+    """Turn ``out_map`` from the contact map of ``old_voxels`` (``neighbour_count_map_ref``)
+    into that of ``new_voxels``: subtract 1 around each old voxel, add 1 around each new one.
+    The counts are a sum over the voxels, so this is the map built from zeros, without touching
+    the rest of the lattice (the BLC contact map is kept this way from step to step; from an
+    empty ``old_voxels`` it builds the map).
 
     Args:
         old_voxels, new_voxels: flat voxels (one cell each).
@@ -149,14 +138,14 @@ def neighbour_count_move_ref(old_voxels, new_voxels, nx, ny, out_map):
     neighbour_count_map_ref(new_voxels, nx, ny, out_map)
 
 
-@njit(cache=True)
-def cycle_transitions(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_phase,
-                      out_divide):
+def cycle_transitions_ref(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_phase,
+                          out_divide):
     """One step of the G0 / G1 / S-G2-M Markov cycle (Ki67- = G0).
 
     G1 cells enter G0 with probability ``p_enter_g0``, else move to S-G2-M with ``p_g1_to_s``
     (competing events, G0 entry first); G0 cells return to G1 with ``p_exit_g0``; S-G2-M cells
     finish mitosis with ``p_divide`` (the caller places the daughter; both restart in G1).
+    Plain numpy: the transitions ``cycle_step`` makes, as its twin computes them.
 
     Args:
         phase: (n,) int8 current phase.
@@ -165,29 +154,6 @@ def cycle_transitions(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_
         out_phase: (n,) int8 new phase, written.
         out_divide: (n,) bool, written True where a cell divides this step.
     """
-    for i in range(phase.shape[0]):
-        ph = phase[i]
-        out_divide[i] = False
-        if ph == 0:
-            out_phase[i] = 1 if u[i] < p_exit_g0[i] else 0
-        elif ph == 1:
-            if u[i] < p_enter_g0[i]:
-                out_phase[i] = 0
-            elif u[i] < p_enter_g0[i] + (1.0 - p_enter_g0[i]) * p_g1_to_s[i]:
-                out_phase[i] = 2
-            else:
-                out_phase[i] = 1
-        else:
-            if u[i] < p_divide[i]:
-                out_divide[i] = True
-                out_phase[i] = 1
-            else:
-                out_phase[i] = 2
-
-
-def cycle_transitions_ref(phase, p_enter_g0, p_exit_g0, p_g1_to_s, p_divide, u, out_phase,
-                          out_divide):
-    """Numpy twin of ``cycle_transitions``."""
     g0, g1, s = phase == 0, phase == 1, phase == 2
     to_g0 = g1 & (u < p_enter_g0)
     to_s = g1 & ~to_g0 & (u < p_enter_g0 + (1.0 - p_enter_g0) * p_g1_to_s)
@@ -597,8 +563,8 @@ def death_step_ref(rows, phase, sig, tab, b_death, b_s_death, b_c_death, u, dt_h
 @njit(cache=True, parallel=True)
 def cycle_step(keep, rows, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide, u, dt_h,
                divisions_left, differentiate, alive, voxel, occupant, free, out_rows):
-    """``cycle_transitions`` with the probabilities computed from the rules in the same pass,
-    each only in the phase that reads it; new phases written into the table, and the rows that
+    """The cycle transitions (``cycle_transitions_ref``) with the probabilities computed from the
+    rules in the same pass, each only in the phase that reads it; new phases written into the table, and the rows that
     divide listed in order.
 
     With ``differentiate`` (blasts) a dividing cell with no divisions left differentiates and
