@@ -200,15 +200,12 @@ class Engine:
             for arr in flat:
                 arr.fill(0.0)
             old = np.empty(0, dtype=np.int64)
-        names = [*((f, self.sources) for f in self.sources),
-                 *((f, self.uptakes) for f in self.uptakes)]
+        # rates[kind code, k]: the kind's constant rate into flat[k] (sources, then uptakes)
         rates = np.zeros((len(KINDS), len(flat)))
         for kind, cfg in self.scenario.data["cells"].items():
-            for k, (f, owner) in enumerate(names):
-                rate = (cfg["secretion_per_h"] if owner is self.sources
-                        else cfg["uptake_per_h"]).get(f)
-                if rate is not None:
-                    rates[KINDS[kind], k] = rate
+            per_array = [cfg["secretion_per_h"].get(f, 0.0) for f in self.sources]
+            per_array += [cfg["uptake_per_h"].get(f, 0.0) for f in self.uptakes]
+            rates[KINDS[kind]] = per_array
         alive = cells["alive"]
         reset_and_add_rates(flat, old, cells["voxel"], cells["kind"], alive, rates)
         self._secreted_at = cells["voxel"][alive]
