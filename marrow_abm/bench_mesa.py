@@ -48,6 +48,7 @@ This module imports Mesa; the engine never imports it.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import hashlib
 import math
@@ -89,6 +90,7 @@ __all__ = [
     "run_mesa_comparison",
     "run_ours",
     "section_labels",
+    "with_update_order",
 ]
 
 #: Signals of the LSC rules that are identically zero in this comparison (no chemotherapy given;
@@ -637,9 +639,16 @@ def compare_replicates(a: Sequence[float], b: Sequence[float], margin: float,
             "equivalent": p_tost < alpha}
 
 
+def with_update_order(section: Section, update_order: str) -> Section:
+    """The same section with ours scheduled by ``leukemia.update_order`` (docs/model.md §3)."""
+    return dataclasses.replace(section, scenario=comparison_scenario(
+        section.labels, ["leukemia.n_lsc_initial=0", f"leukemia.update_order={update_order}"]))
+
+
 def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] = range(10),
                         threads: Sequence[int] = (1, 2), frac_marrow: float = 0.3,
-                        relax_days: float = 7.0, g0_margin: float = 0.02, count_margin_rel: float = 0.02) -> dict:
+                        relax_days: float = 7.0, g0_margin: float = 0.02,
+                        count_margin_rel: float = 0.02, update_order: str = "phased") -> dict:
     """Cell-steps per second of idiomatic Mesa and of ours on the same section, and whether both
     give the same G0 fraction and LSC count.
 
@@ -657,6 +666,7 @@ def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] =
         relax_days: length of the relaxing run that sets the frozen fields.
         g0_margin: equivalence margin for the final G0 fraction (absolute).
         count_margin_rel: equivalence margin for the final LSC count (relative to Mesa's mean).
+        update_order: ours' ``leukemia.update_order`` (``phased`` or ``random_sequential``).
 
     Returns:
         dict: ``size``, ``hours``, ``replicates``, ``runs`` (every RunResult as a dict),
@@ -669,7 +679,7 @@ def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] =
 
     seeds = list(seeds)
     load0 = os.getloadavg()
-    section = relaxed_section(size, relax_days)
+    section = with_update_order(relaxed_section(size, relax_days), update_order)
     _warm_up(section, threads)
     runs: list[RunResult] = []
     labels: dict[str, list[float]] = {}
@@ -691,14 +701,14 @@ def run_mesa_comparison(size: int = 200, hours: int = 48, seeds: Iterable[int] =
     mesa_n = np.mean([r.n_lsc for r in mesa_runs])
     return {
         "size": size, "hours": hours, "replicates": len(seeds), "frac_marrow": frac_marrow,
-        "relax_days": relax_days, "threads": list(threads),
+        "relax_days": relax_days, "threads": list(threads), "update_order": update_order,
         "n_marrow_free": int(section.free_voxels().size),
         "runs": [r.__dict__ | {"cell_steps_per_s": r.cell_steps_per_s} for r in runs],
         "speed": {k: float(np.median(v)) for k, v in labels.items()},
         "ratio": {k: float(np.median(v)) for k, v in ratios.items()},
         "phase_ns": {f"ours_{t}t": {p: float(np.median([r.phase_ns[p] for r in runs
                                                           if r.impl == "ours" and r.threads == t]))
-                                    for p in ENGINE_PHASES}
+                                    for p in ENGINE_PHASES if p in runs[1].phase_ns}
                      for t in threads},
         "g0": compare_replicates([r.frac_g0 for r in mesa_runs],
                                  [r.frac_g0 for r in ours_runs], g0_margin),
@@ -715,7 +725,8 @@ def print_mesa_comparison(result: Mapping) -> None:
     r = result
     print(f"LSC quiescence/adhesion rules, {r['size']}x{r['size']} section "
           f"({r['n_marrow_free']} free marrow voxels, {r['frac_marrow']:.0%} start as LSC), "
-          f"{r['hours']} hourly steps, {r['replicates']} replicates "
+          f"{r['hours']} hourly steps, {r['replicates']} replicates, ours "
+          f"{r.get('update_order', 'phased')} "
           f"(mesa {r['versions']['mesa']}, numba {r['versions']['numba']})")
     print(f"{'implementation':<22}{'cell-steps/s':>14}{'x Mesa':>10}")
     names = {"mesa": "Mesa (CellAgent.step)"}

@@ -372,7 +372,7 @@ def cmd_bench(args, con: Console) -> int:
         from .bench_mesa import print_mesa_comparison, run_mesa_comparison
 
         kw = {"threads": threads} if threads else {}
-        report["mesa"] = run_mesa_comparison(**kw)
+        report["mesa"] = run_mesa_comparison(update_order=args.update_order, **kw)
         print_mesa_comparison(report["mesa"])
     if args.model:
         from .bench_model import DEFAULT_SIZES, print_model_bench, run_model_bench
@@ -484,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=int, default=2, help="--model: untimed steps first")
     sp.add_argument("--mesa", action="store_true",
                     help="LSC rules idiomatically in Mesa beside ours (cell-steps per second)")
+    sp.add_argument("--update-order", choices=("phased", "random_sequential"), default="phased",
+                    help="--mesa: ours' leukemia.update_order (docs/model.md section 3)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("claims", help="run the claims of MODEL.md section 9 over replicates and "

@@ -208,7 +208,7 @@ def test_missing_behaviours_table_is_a_scenario_error(tmp_path):
                   'n_blast_initial = 0\np_symmetric_self_renewal = 0.3\n'
                   'division_radius_voxels = 1\nblast_divisions = 2\nblc_tgfbr2_relax_h = 1.0\n'
                   'blc_psmad_relax_h = 1.0\nblc_tgfb_uptake_per_h = 0.5\n'
-                  'psmad_active_threshold = 0.5\n')
+                  'psmad_active_threshold = 0.5\nupdate_order = "phased"\n')
     with pytest.raises(ScenarioError, match=r"behaviours"):
         load_scenario(str(sc))
 

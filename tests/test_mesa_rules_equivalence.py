@@ -49,8 +49,13 @@ def _replicates(section, n, mesa_rule=None):
     return np.array(mesa_runs), np.array(ours_runs)
 
 
-def test_mesa_and_kernels_same_g0_fraction_and_lsc_count(section):
-    mesa, ours = _replicates(section, REPLICATES)
+@pytest.fixture(scope="module")
+def replicates(section):
+    return _replicates(section, REPLICATES)
+
+
+def test_mesa_and_kernels_same_g0_fraction_and_lsc_count(replicates):
+    mesa, ours = replicates
     g0 = bm.compare_replicates(mesa[:, 1], ours[:, 1], margin=0.02)
     count = bm.compare_replicates(mesa[:, 0], ours[:, 0], margin=0.05 * mesa[:, 0].mean())
     assert g0["p_welch"] >= 0.01 and g0["equivalent"], g0
@@ -58,6 +63,23 @@ def test_mesa_and_kernels_same_g0_fraction_and_lsc_count(section):
     # The niche matters in both: some LSC are bound and some are in G0.
     assert mesa[:, 2].mean() > 0 and ours[:, 2].mean() > 0
     assert 0.02 < g0["mean_a"] < 0.5
+
+
+def test_random_sequential_schedule_same_biology_as_mesa_and_phased(section, replicates):
+    """``leukemia.update_order = "random_sequential"`` (counter-based draws, cells acting one at
+    a time in a shuffled order where they compete for voxels) against Mesa and against the
+    phased schedule, same replicates and statistics as above."""
+    mesa, ours = replicates
+    seq_section = bm.with_update_order(section, "random_sequential")
+    seq = np.array([(r.n_lsc, r.frac_g0, r.frac_bound) for r in (
+        bm.run_ours(seq_section, bm.initial_lsc_voxels(section, FRAC, rep), HOURS, rep)
+        for rep in range(REPLICATES))])
+    for other in (mesa, ours):
+        g0 = bm.compare_replicates(other[:, 1], seq[:, 1], margin=0.02)
+        count = bm.compare_replicates(other[:, 0], seq[:, 0], margin=0.05 * other[:, 0].mean())
+        assert g0["p_welch"] >= 0.01 and g0["equivalent"], g0
+        assert count["equivalent"], count
+    assert seq[:, 2].mean() > 0 and not np.array_equal(seq, ours)
 
 
 def test_comparison_detects_a_wrong_rule(section):

@@ -20,6 +20,12 @@ the MSC mitogen are. Per step:
 - ``move``: unbound cells step into free neighbours, up the OPN gradient with probability
   ``chemotaxis_opn``.
 
+That is ``leukemia.update_order = "phased"``. With ``"random_sequential"`` the ``rules`` phase
+does all of it (``step_sequential``): every cell decides adhesion, death, its cycle transition
+and whether it divides and moves from its signals at the start of the step, in one parallel
+pass with counter-based uniforms, then the dividers and movers act one at a time in one random
+order (``kernels/leukemia_sequential.py``).
+
 Interventions acting here: ``tgfb_secretion_block``, ``opn_receptor_block`` (OPN signal,
 adhesion and chemotaxis scaled by 1 − inhibition), ``transwell`` (no BLC contact: contact
 signals 0, no binding). ``chemo`` acts through the ``cytarabine`` signal of the rules,
@@ -47,6 +53,7 @@ from ..kernels.leukemia import (
     neighbour_count_move,
     rules_step,
 )
+from ..kernels.leukemia_sequential import BEHAVIOURS, act_step, decide_step
 from ..rules import scenario_rules
 from . import aml_signals as S
 from . import interventions as iv
@@ -84,6 +91,11 @@ class LeukemiaModule(BiologyModule):
         self._tables = {k: self.rules.table(k, list(self.rules.bases[k]), self._sig_names[k])
                         for k in LEUKEMIC_KINDS}
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
+        #: "phased" or "random_sequential" (``[leukemia] update_order``, docs/model.md §3).
+        self.update_order = engine.scenario.data["leukemia"]["update_order"]
+        #: Per kind: the table rows of ``leukemia_sequential.BEHAVIOURS``.
+        self._bix = {k: np.array([self._b[k][b] for b in BEHAVIOURS], dtype=np.int64)
+                     for k in LEUKEMIC_KINDS}
         #: drug signal (``interventions.DRUG_SIGNALS``) -> concentration this step (mg/L)
         engine.drug_mg_per_l = dict.fromkeys(iv.DRUG_SIGNALS, 0.0)
         #: Living BLC among the 8 neighbours of every voxel (``neighbour_count_move`` from no
@@ -111,6 +123,8 @@ class LeukemiaModule(BiologyModule):
 
     # -- phases --------------------------------------------------------------------------------
     def phase_handlers(self) -> dict[str, Callable[[], None]]:
+        if self.update_order == "random_sequential":
+            return {"pk": self.pk, "secrete": self.secrete, "rules": self.step_sequential}
         return {"pk": self.pk, "secrete": self.secrete, "rules": self.apply_rules,
                 "cycle": self.cycle, "move": self.move}
 
@@ -384,6 +398,63 @@ class LeukemiaModule(BiologyModule):
         ny, nx = eng.geometry.labels.shape
         move_step(movers[:k], chemo[:k], order, cells["voxel"], cells.occupant, self._opn_flat(),
                   S.free_map(eng), nx, ny, rng.random(k))
+
+    def step_sequential(self) -> None:
+        """The whole leukemic step under ``update_order = "random_sequential"``.
+
+        ``decide_step`` (one parallel call per kind) decides from each cell's signals at the
+        start of the step its TGF-β1 secretion, adhesion, death, cycle transition, and whether
+        it divides, moves and follows OPN, with counter-based uniforms keyed by the step's key
+        from the ``leukemia.sequential`` stream and the cell's position (LSC, then blasts), so
+        the result does not depend on the thread count. ``act_step`` then removes the dead and
+        the blasts out of divisions and lets the dividers and movers act one at a time in one
+        random order: place the daughter (else stay in S-G2-M), then move. The daughters are
+        added at the end, LSC first, as in the phased step.
+        """
+        eng = self.engine
+        data, t, dt = eng.scenario.data, eng.time_h, eng.dt_h
+        lk = data["leukemia"]
+        cells = eng.cells
+        block = iv.strength(data, "opn_receptor_block", t)
+        key, key_order = eng.streams["leukemia.sequential"].integers(
+            0, np.iinfo(np.uint64).max, size=2, dtype=np.uint64, endpoint=True)
+        *kind_rows, blc_rows = cells.rows_of_kinds((*LEUKEMIC_KINDS, "blc"))
+        n = sum(rows.size for rows in kind_rows)
+        if n == 0:
+            return
+        act = np.empty(n, dtype=np.uint8)
+        offset = 0
+        for kind, rows in zip(LEUKEMIC_KINDS, kind_rows):
+            if rows.size == 0:
+                continue
+            names = self._sig_names[kind]
+            sources = self._signal_sources(kind, rows, block, blc_rows)
+            decide_step(rows, cells["voxel"], *sources, self._tables[kind], self._bix[kind],
+                        names.index("contact_blc"), 1.0 - block, 1.0 - block, dt, key, offset,
+                        cells["phase"], cells["divisions_left"], kind == "blast",
+                        np.empty((len(names), rows.size)), cells["tgfb_secretion_per_h"],
+                        act[offset:offset + rows.size])
+            offset += rows.size
+        ny, nx = eng.geometry.labels.shape
+        target = np.empty(n, dtype=np.int64)
+        is_blast = np.empty(n, dtype=np.bool_)
+        left = np.empty(n, dtype=np.int64)
+        k = act_step(np.concatenate(kind_rows), act, kind_rows[0].size, cells["voxel"],
+                     cells["phase"], cells["divisions_left"], cells["alive"], cells.occupant,
+                     S.free_map(eng), self._opn_flat(), nx, ny, int(lk["division_radius_voxels"]),
+                     float(lk["p_symmetric_self_renewal"]), int(lk["blast_divisions"]), key,
+                     key_order, target, is_blast, left)
+        if k == 0:
+            return
+        target, is_blast, left = target[:k], is_blast[:k], left[:k]
+        lsc = ~is_blast
+        if lsc.any():
+            cells.add("lsc", target[lsc], time_h=t, phase=G1,
+                      tgfb_secretion_per_h=self.rules.bases["lsc"]["tgfb_secretion_per_h"])
+        if is_blast.any():
+            cells.add("blast", target[is_blast], time_h=t, phase=G1,
+                      divisions_left=left[is_blast].astype(np.int16),
+                      tgfb_secretion_per_h=self.rules.bases["blast"]["tgfb_secretion_per_h"])
 
     def _opn_flat(self) -> np.ndarray:
         """The OPN field as a flat float64 array (a view when it already is one)."""

@@ -229,6 +229,42 @@ def place_daughters_ref(src_voxels, free, nx, ny, radius, u, out_target):
                 break
 
 
+@njit(cache=True, inline="always")
+def _move_target(v, chemotaxis, opn, free, nx, ny, u, cand):
+    """Where a cell on voxel ``v`` moves (``move_cells``), or -1 with no free neighbour: with
+    ``chemotaxis`` the free neighbour with the most OPN if that beats ``v``, else a uniformly
+    chosen free neighbour (``u`` a uniform, ``cand`` scratch of at least 8)."""
+    y0 = v // nx
+    x0 = v % nx
+    m = 0
+    if 0 < y0 < ny - 1 and 0 < x0 < nx - 1:
+        # Away from the lattice edge (nearly every cell): no bounds to check, and the free
+        # test adds to the count instead of branching (free is 0 or 1), in the same order.
+        for k in range(8):
+            w = v + _DY[k] * nx + _DX[k]
+            cand[m] = w
+            m += free[w]
+    else:
+        for k in range(8):
+            y = y0 + _DY[k]
+            x = x0 + _DX[k]
+            if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
+                cand[m] = y * nx + x
+                m += 1
+    if m == 0:
+        return -1
+    target = -1
+    if chemotaxis:
+        best = opn[v]
+        for j in range(m):
+            if opn[cand[j]] > best:
+                best = opn[cand[j]]
+                target = cand[j]
+    if target < 0:
+        target = cand[min(int(u * m), m - 1)]
+    return target
+
+
 @njit(cache=True)
 def move_cells(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
     """Move cells one voxel into free neighbours, in the given order.
@@ -255,26 +291,9 @@ def move_cells(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
         out_voxel[i] = v
         if not wants[i]:
             continue
-        y0 = v // nx
-        x0 = v % nx
-        m = 0
-        for k in range(8):
-            y = y0 + _DY[k]
-            x = x0 + _DX[k]
-            if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
-                cand[m] = y * nx + x
-                m += 1
-        if m == 0:
-            continue
-        target = -1
-        if chemotaxis[i]:
-            best = opn[v]
-            for j in range(m):
-                if opn[cand[j]] > best:
-                    best = opn[cand[j]]
-                    target = cand[j]
+        target = _move_target(v, chemotaxis[i], opn, free, nx, ny, u[i], cand)
         if target < 0:
-            target = cand[min(int(u[i] * m), m - 1)]
+            continue
         free[v] = 1
         free[target] = 0
         out_voxel[i] = target
@@ -360,6 +379,77 @@ def _rate_prob(tab, p_base, b, sig, i, dt_h):
     return p_base[b]
 
 
+# -- one cell's decisions, shared by the phased kernels and ``leukemia_sequential`` -----------
+
+@njit(cache=True, inline="always")
+def _bound_after(tab, p_base, v_base, b_adhesion, b_detachment, was_bound, touching, sig, i, u,
+                 adhesion_factor, dt_h):
+    """Whether cell ``i`` is bound to a BLC after this step's adhesion rule (MODEL.md hyp. 2):
+    a bound cell lets go when no BLC touches it, else with p(detachment); an unbound cell
+    touching a BLC binds with p(adhesion × ``adhesion_factor``). ``u``: its uniform."""
+    if was_bound:
+        if touching:
+            return not u < _rate_prob(tab, p_base, b_detachment, sig, i, dt_h)
+        return False
+    if touching:
+        return u < _prob(_value(tab, v_base, b_adhesion, sig, i) * adhesion_factor, dt_h)
+    return False
+
+
+@njit(cache=True, inline="always")
+def _dies(tab, p_base, p_base_g1, p_base_sg2m, b_death, b_s_death, b_c_death, ph, sig, i, u,
+          dt_h):
+    """Whether cell ``i`` in phase ``ph`` dies this step: death in any phase, plus S-phase
+    death in S-G2-M, plus cycling-cell death in G1 and S-G2-M; the hazards add in that order.
+    ``p_base_g1`` / ``p_base_sg2m``: the summed hazards' probabilities at base rates.
+
+    One loop over the hazards with one evaluation site: each inlined evaluation multiplies
+    the IR numba compiles (and its compile time); the sum is the same, since 0.0 + a is a."""
+    if ph == 0:
+        # The hazard is death + 0.0 + 0.0, which is death exactly.
+        return u < _rate_prob(tab, p_base, b_death, sig, i, dt_h)
+    hazards = (b_death, b_s_death, b_c_death)
+    active = False
+    for k in range(3):
+        if (k != 1 or ph == 2) and behaviour_active(tab, hazards[k], sig, i):
+            active = True
+    if not active:
+        return u < (p_base_g1 if ph == 1 else p_base_sg2m)
+    rate = 0.0
+    for k in range(3):
+        if k != 1 or ph == 2:
+            rate += behaviour_value(tab, hazards[k], sig, i)
+    return u < _prob(rate, dt_h)
+
+
+@njit(cache=True, inline="always")
+def _transition(tab, p_base, b_enter, b_exit, b_g1_exit, b_divide, ph, sig, i, u, dt_h):
+    """(new phase, divides) of cell ``i`` in phase ``ph`` (``cycle_transitions_ref``), each
+    probability computed only in the phase that reads it; a cell that divides restarts in G1.
+    (Two evaluation sites: see ``_dies``.)"""
+    p = _rate_prob(tab, p_base, b_exit if ph == 0 else (b_enter if ph == 1 else b_divide), sig,
+                   i, dt_h)
+    if ph == 0:
+        return (1 if u < p else 0), False
+    if ph == 2:
+        if u < p:
+            return 1, True
+        return 2, False
+    if u < p:
+        return 0, False
+    to_s = u < p + (1.0 - p) * _rate_prob(tab, p_base, b_g1_exit, sig, i, dt_h)
+    return (2 if to_s else 1), False
+
+
+@njit(cache=True, inline="always")
+def _wants_move(tab, p_base, v_base, b_migration, b_chemotaxis, is_bound, sig, i, u_move,
+                u_chemo, chemotaxis_factor, dt_h):
+    """(moves, follows OPN) of cell ``i``: an unbound cell moves with p(migration); a mover
+    follows OPN with probability ``chemotaxis_opn`` × ``chemotaxis_factor``."""
+    w = (not is_bound) and u_move < _rate_prob(tab, p_base, b_migration, sig, i, dt_h)
+    return w, w and (u_chemo < _value(tab, v_base, b_chemotaxis, sig, i) * chemotaxis_factor)
+
+
 # -- the rules phase: signal matrix, TGF-β1 secretion and adhesion in one pass ---------------
 
 @njit(cache=True, inline="always")
@@ -426,17 +516,9 @@ def rules_step(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, consts
     for i in prange(rows.shape[0]):
         r = rows[i]
         secretion[r] = _value(tab, v_base, b_secretion, out_sig, i)
-        touching = out_sig[contact_row, i] > 0
-        if bound[r]:
-            if touching:
-                bound[r] = not u[i] < _rate_prob(tab, p_base, b_detachment, out_sig, i, dt_h)
-            else:
-                bound[r] = False
-        elif touching:
-            bound[r] = u[i] < _prob(_value(tab, v_base, b_adhesion, out_sig, i)
-                                    * adhesion_factor, dt_h)
-        else:
-            bound[r] = False
+        bound[r] = _bound_after(tab, p_base, v_base, b_adhesion, b_detachment, bound[r],
+                                out_sig[contact_row, i] > 0, out_sig, i, u[i], adhesion_factor,
+                                dt_h)
 
 
 def fill_signals_ref(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, consts, crow,
@@ -511,23 +593,8 @@ def death_step(rows, phase, sig, tab, b_death, b_s_death, b_c_death, u, dt_h, al
     p_base_g1 = _prob(tab[b_death, 0] + tab[b_c_death, 0], dt_h)
     p_base_sg2m = _prob(tab[b_death, 0] + tab[b_s_death, 0] + tab[b_c_death, 0], dt_h)
     for i in prange(n):
-        ph = phase[rows[i]]
-        if ph == 0:
-            # The unfused hazard is death + 0.0 + 0.0, which is death exactly.
-            dies[i] = u[i] < _rate_prob(tab, p_base, b_death, sig, i, dt_h)
-        elif ph == 1:
-            if behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_c_death, sig, i):
-                dies[i] = u[i] < _prob(behaviour_value(tab, b_death, sig, i)
-                                       + behaviour_value(tab, b_c_death, sig, i), dt_h)
-            else:
-                dies[i] = u[i] < p_base_g1
-        elif (behaviour_active(tab, b_death, sig, i) or behaviour_active(tab, b_s_death, sig, i)
-              or behaviour_active(tab, b_c_death, sig, i)):
-            dies[i] = u[i] < _prob(behaviour_value(tab, b_death, sig, i)
-                                   + behaviour_value(tab, b_s_death, sig, i)
-                                   + behaviour_value(tab, b_c_death, sig, i), dt_h)
-        else:
-            dies[i] = u[i] < p_base_sg2m
+        dies[i] = _dies(tab, p_base, p_base_g1, p_base_sg2m, b_death, b_s_death, b_c_death,
+                        phase[rows[i]], sig, i, u[i], dt_h)
     m = 0
     for i in range(n):
         out_keep[m] = i           # branch-free listing (deaths are rare)
@@ -590,24 +657,10 @@ def cycle_step(keep, rows, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide
     for j in prange(m):
         i = keep[j]
         r = rows[i]
-        ph = phase[r]
-        uj = u[j]
-        divide[j] = False
-        if ph == 0:
-            phase[r] = 1 if uj < _rate_prob(tab, p_base, b_exit, sig, i, dt_h) else 0
-        elif ph == 1:
-            pe = _rate_prob(tab, p_base, b_enter, sig, i, dt_h)
-            if uj < pe:
-                phase[r] = 0
-                continue
-            to_s = uj < pe + (1.0 - pe) * _rate_prob(tab, p_base, b_g1_exit, sig, i, dt_h)
-            phase[r] = 2 if to_s else 1
-        else:
-            if uj < _rate_prob(tab, p_base, b_divide, sig, i, dt_h):
-                divide[j] = True
-                phase[r] = 1
-            else:
-                phase[r] = 2
+        new, div = _transition(tab, p_base, b_enter, b_exit, b_g1_exit, b_divide, phase[r], sig,
+                               i, u[j], dt_h)
+        phase[r] = new
+        divide[j] = div
     k = 0
     for j in range(m):
         if divide[j]:
@@ -742,11 +795,9 @@ def move_choice(idx, rows, bound, sig, tab, b_migration, b_chemotaxis, u, chemot
     v_base = _base_values(tab)
     for j in prange(m):
         i = idx[j]
-        w = (not bound[rows[i]]) and u[0, j] < _rate_prob(tab, p_base, b_migration, sig, i,
-                                                           dt_h)
-        wants[j] = w
-        chemo[j] = w and (u[1, j] < _value(tab, v_base, b_chemotaxis, sig, i)
-                          * chemotaxis_factor)
+        wants[j], chemo[j] = _wants_move(tab, p_base, v_base, b_migration, b_chemotaxis,
+                                         bound[rows[i]], sig, i, u[0, j], u[1, j],
+                                         chemotaxis_factor, dt_h)
     k = start
     for j in range(m):
         if wants[j]:

@@ -221,6 +221,14 @@ LEUKEMIA = Table("Leukemia stem cells (L-GMP) and blasts (MODEL.md §3, hypothes
                             "leaves the marrow (MODEL.md hypothesis 6).", min=0, max=100),
     "division_radius_voxels": _int("How far (Chebyshev voxels) a daughter may push normal "
                                    "tissue aside when no neighbour is free.", min=1, max=5),
+    "update_order": Key("choice", "How leukemic cells are scheduled within a step: `phased` "
+                        "(every cell's rules, then every cell's cycle with divisions in random "
+                        "order, then every cell's movement in random order) or "
+                        "`random_sequential` (each cell decides from its signals at the start "
+                        "of the step in one parallel pass with counter-based random numbers, "
+                        "then dividers and movers act one at a time in one random order, as "
+                        "Mesa's shuffle_do; about twice as fast). docs/model.md §3.",
+                        choices=("phased", "random_sequential")),
     "blc_tgfbr2_relax_h": _float("Time constant of BLC Tgfbr2 towards its target.", "h",
                                  min=0.0, max=1e4, min_open=True),
     "blc_psmad_relax_h": _float("Time constant of BLC pSmad2/3 towards its target.", "h",
