@@ -1,7 +1,8 @@
 """The LSC quiescence/adhesion rules: idiomatic Mesa 3.5 beside ours on the 200×200 section
 (``marrow_abm.bench_mesa``; issue 7). One group, two cases: Mesa (``CellAgent.step`` with
 ``shuffle_do``) and ours, the production path: the engine's own phases (``LeukemiaModule`` and
-its fused kernels) on numba's threads (see ``conftest.py``). Every round starts from the same 30% LSC density
+its fused kernels) on numba's threads (see ``conftest.py``), under both values of
+``leukemia.update_order``. Every round starts from the same 30% LSC density
 and runs ``HOURS`` hourly steps; building the model is set-up, not timed. Cell-steps per round
 are in ``extra_info`` (cell-steps/s = cell_steps / mean). Nothing here asserts a speed; the
 speed figures and the G0 agreement come from ``marrow-abm bench`` (``run_mesa_comparison``).
@@ -47,9 +48,13 @@ def test_mesa_rules(benchmark, section, voxels):
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_ours_rules(benchmark, section, voxels, numba_threads):
+@pytest.mark.parametrize("update_order", ["phased", "random_sequential"])
+def test_ours_rules(benchmark, section, voxels, numba_threads, update_order):
+    ours = bm.with_update_order(section, update_order)
+    bm.run_ours(ours, voxels, 2, 0, threads=numba_threads)          # compile before timing
+
     def setup():
-        return (bm._engine_for(section, voxels, 0, n_threads=numba_threads),), {}
+        return (bm._engine_for(ours, voxels, 0, n_threads=numba_threads),), {}
 
     cell_steps = []
 

@@ -287,28 +287,40 @@ def _same_state(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _signal_sources_for(t, rows, names, sig, opn_scale=1.0):
+    """Signal sources for the fused kernels (``rules_step``, ``decide_step``) that give the
+    matrix ``sig``, from every source kind: the two fields as ``<field>_at`` columns (OPN
+    scaled by ``opn_scale``, as the receptor block does; ``sig``'s OPN row is scaled to
+    match), BLC contact from a lattice map, bound from the column (``sig``'s row set from
+    it), the drugs as constants (their values in ``sig``'s first column). Returns a function
+    of a (deep-copied) table giving the sources on that table's columns."""
+    n = rows.size
+    for f in ("opn", "mitogen"):
+        t.add_column(f"{f}_at", np.float64)
+        t[f"{f}_at"][rows] = sig[names.index(f)]
+    sig[names.index("opn")] *= opn_scale
+    contact = np.zeros(t.occupant.size, np.uint8)
+    contact[t["voxel"][rows]] = sig[names.index("contact_blc")]
+    sig[names.index("bound")] = t["bound"][rows]
+    drugs = [sig[names.index(d), 0] for d in ("cytarabine", "doxorubicin")]
+    for d, v in zip(("cytarabine", "doxorubicin"), drugs):
+        sig[names.index(d)] = v
+    return lambda tk: ((tk["opn_at"], tk["mitogen_at"]), np.array([opn_scale, 1.0]),
+                       np.array([names.index("opn"), names.index("mitogen")]), (contact,),
+                       np.array([names.index("contact_blc")]), tk["bound"],
+                       names.index("bound"), np.array(drugs),
+                       np.array([names.index("cytarabine"), names.index("doxorubicin")]),
+                       np.empty((0, n)), np.empty(0, np.int64))
+
+
 def test_rules_step_matches_twin_and_the_unfused_path():
     rs, names, behs, tab, sig, rng = _fused_case()
     b = {x: j for j, x in enumerate(behs)}
     n = sig.shape[1]
     t, rows, _ = _table_for(sig, rng)
-    # The matrix from every source kind: the two fields as columns (OPN scaled), BLC contact
-    # from a lattice map, bound from the column, the drugs as constants.
-    for f in ("opn", "mitogen"):
-        t.add_column(f"{f}_at", np.float64)
-        t[f"{f}_at"][rows] = sig[names.index(f)]
-    contact_map = np.zeros(t.occupant.size, np.uint8)
-    contact_map[t["voxel"][rows]] = sig[names.index("contact_blc")]
-    sig[names.index("bound")] = t["bound"][rows]
     sig[names.index("cytarabine")] = 0.25
     sig[names.index("doxorubicin")] = 0.0
-    sig[names.index("opn")] *= 0.6
-    sources = ((t["opn_at"], t["mitogen_at"]), np.array([0.6, 1.0]),
-               np.array([names.index("opn"), names.index("mitogen")]), (contact_map,),
-               np.array([names.index("contact_blc")]), t["bound"], names.index("bound"),
-               np.array([0.25, 0.0]), np.array([names.index("cytarabine"),
-                                                names.index("doxorubicin")]),
-               np.empty((0, n)), np.empty(0, np.int64))
+    sources = _signal_sources_for(t, rows, names, sig, opn_scale=0.6)
     bound_before = t["bound"][rows].copy()
     u = rng.random(n)
     behaviour = (b["tgfb_secretion_per_h"], b["adhesion_per_h"], b["detachment_per_h"],
@@ -317,10 +329,7 @@ def test_rules_step_matches_twin_and_the_unfused_path():
     for kern in (K.rules_step, K.rules_step_ref):
         tk = copy.deepcopy(t)
         mat = np.full(sig.shape, np.nan)
-        srcs = list(sources)
-        srcs[0] = (tk["opn_at"], tk["mitogen_at"])
-        srcs[5] = tk["bound"]
-        kern(rows, tk["voxel"], *srcs, tab, *behaviour, mat, tk["tgfb_secretion_per_h"])
+        kern(rows, tk["voxel"], *sources(tk), tab, *behaviour, mat, tk["tgfb_secretion_per_h"])
         results.append((mat, tk))
     (mat, tk), (mat_ref, tk_ref) = results
     assert np.array_equal(mat, sig) and np.array_equal(mat_ref, sig)

@@ -11,6 +11,7 @@ from test_leukemia import (
     _fused_case,
     _p,
     _same_state,
+    _signal_sources_for,
     _state,
     _table_for,
     _unfused,
@@ -25,27 +26,6 @@ from marrow_abm.scenario import load_scenario
 SEQ = "leukemia.update_order=random_sequential"
 
 
-def _sources(t, rows, names, sig):
-    """Signal sources for ``decide_step`` that reproduce ``sig`` (fields as columns, BLC
-    contact from a map, bound from the column, drugs as constants)."""
-    n = rows.size
-    for f in ("opn", "mitogen"):
-        t.add_column(f"{f}_at", np.float64)
-        t[f"{f}_at"][rows] = sig[names.index(f)]
-    contact = np.zeros(t.occupant.size, np.uint8)
-    contact[t["voxel"][rows]] = sig[names.index("contact_blc")]
-    sig[names.index("bound")] = t["bound"][rows]
-    drugs = [sig[names.index(d), 0] for d in ("cytarabine", "doxorubicin")]
-    for d, v in zip(("cytarabine", "doxorubicin"), drugs):
-        sig[names.index(d)] = v
-    return lambda tk: ((tk["opn_at"], tk["mitogen_at"]), np.array([1.0, 1.0]),
-                       np.array([names.index("opn"), names.index("mitogen")]), (contact,),
-                       np.array([names.index("contact_blc")]), tk["bound"],
-                       names.index("bound"), np.array(drugs),
-                       np.array([names.index("cytarabine"), names.index("doxorubicin")]),
-                       np.empty((0, n)), np.empty(0, np.int64))
-
-
 @pytest.mark.parametrize("kind,drug", [("lsc", "cytarabine"), ("blast", "doxorubicin"),
                                        ("lsc", None)])
 def test_decide_step_matches_twin_and_the_rules(kind, drug):
@@ -56,7 +36,7 @@ def test_decide_step_matches_twin_and_the_rules(kind, drug):
     if drug:
         sig[names.index(drug)] = 3.0
     t, rows, _ = _table_for(sig, rng)
-    sources = _sources(t, rows, names, sig)
+    sources = _signal_sources_for(t, rows, names, sig)
     bix = np.array([behs.index(b) for b in L.BEHAVIOURS])
     key, offset = np.uint64(0xC0FFEE), 17
     outs = []
