@@ -172,10 +172,15 @@ class Engine:
         # deepcopy rebinds bound methods to the copied objects but copies functions (lambdas,
         # closures) by reference, so phase handlers and metric functions that are closures
         # would still act on this engine's modules: ask the copied modules for them again.
-        # A caller may have narrowed the phase list (``bench_mesa`` runs only the cell phases);
-        # the copy keeps the same phases.
-        kept = {name for name, _ in self.phases}
-        new.phases = [(name, fns) for name, fns in new._build_phases() if name in kept]
+        # A caller may have narrowed the phase list (``bench_mesa`` runs only the cell phases):
+        # the copy leaves out the same phases. A phase the new scenario makes a module handle
+        # (``leukemia.update_order``) is kept.
+        dropped = ({name for name, _ in self._build_phases()}
+                   - {name for name, _ in self.phases})
+        new.phases = [(name, fns) for name, fns in new._build_phases() if name not in dropped]
+        for name, _ in new.phases:
+            new.phase_cpu_s.setdefault(name, 0.0)
+            new.phase_wall_s.setdefault(name, 0.0)
         new.recorder = self.recorder.rebind(new, new._module_metrics())
         return new
 

@@ -157,3 +157,14 @@ def test_random_sequential_engine_is_reproducible_and_thread_independent():
     assert last.n_lsc > 40 and last.n_blast > 0 and 0 < last.frac_lsc_g0 < 1
     _, r3 = _run(seed=4)
     assert not r1.equals(r3)
+
+
+def test_fork_under_the_other_schedule_switches_schedule():
+    eng, _ = _run()
+    phased = load_scenario("aml_progression", [*SMALL, "leukemia.update_order=phased"])
+    fork = eng.fork(phased)
+    handlers = find_module(fork, LeukemiaModule).phase_handlers()
+    assert {"cycle", "move"} <= set(handlers)
+    assert "move" in {name for name, _ in fork.phases}
+    fork.step()
+    assert set(find_module(eng, LeukemiaModule).phase_handlers()) == {"pk", "secrete", "rules"}

@@ -91,8 +91,6 @@ class LeukemiaModule(BiologyModule):
         self._tables = {k: self.rules.table(k, list(self.rules.bases[k]), self._sig_names[k])
                         for k in LEUKEMIC_KINDS}
         self._b = {k: {b: j for j, b in enumerate(self.rules.bases[k])} for k in LEUKEMIC_KINDS}
-        #: "phased" or "random_sequential" (``[leukemia] update_order``, docs/model.md §3).
-        self.update_order = engine.scenario.data["leukemia"]["update_order"]
         #: Per kind: the table rows of ``leukemia_sequential.BEHAVIOURS``.
         self._bix = {k: np.array([self._b[k][b] for b in BEHAVIOURS], dtype=np.int64)
                      for k in LEUKEMIC_KINDS}
@@ -122,6 +120,13 @@ class LeukemiaModule(BiologyModule):
                       divisions_left=int(lk["blast_divisions"]), tgfb_secretion_per_h=blast_b)
 
     # -- phases --------------------------------------------------------------------------------
+    @property
+    def update_order(self) -> str:
+        """``phased`` or ``random_sequential`` (``[leukemia] update_order``, docs/model.md §3),
+        read from the engine's current scenario, so a fork under another scenario
+        (``Engine.fork``) steps with that scenario's schedule."""
+        return self.engine.scenario.data["leukemia"]["update_order"]
+
     def phase_handlers(self) -> dict[str, Callable[[], None]]:
         if self.update_order == "random_sequential":
             return {"pk": self.pk, "secrete": self.secrete, "rules": self.step_sequential}
