@@ -227,7 +227,7 @@ LEUKEMIA = Table("Leukemia stem cells (L-GMP) and blasts (MODEL.md §3, hypothes
                         "`random_sequential` (each cell decides from its signals at the start "
                         "of the step in one parallel pass with counter-based random numbers, "
                         "then dividers and movers act one at a time in one random order, as "
-                        "Mesa's shuffle_do; ≈ 1.25× faster in the leukemic phases, "
+                        "Mesa's shuffle_do; 1.0–1.3× faster in the leukemic phases, "
                         "docs/performance.md). docs/model.md §3.",
                         choices=("phased", "random_sequential")),
     "blc_tgfbr2_relax_h": _float("Time constant of BLC Tgfbr2 towards its target.", "h",
