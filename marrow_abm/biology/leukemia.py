@@ -358,15 +358,21 @@ class LeukemiaModule(BiologyModule):
                 new_blast.append((target[~sym], np.full((~sym).sum(), lk["blast_divisions"])))
             else:
                 new_blast.append((target, left[:placed]))
-        t = eng.time_h
-        if new_lsc:
-            vox = np.concatenate(new_lsc)
-            cells.add("lsc", vox, time_h=t, phase=G1,
+        self._add_daughters(np.concatenate(new_lsc) if new_lsc else None,
+                            np.concatenate([v for v, _ in new_blast]) if new_blast else None,
+                            np.concatenate([d for _, d in new_blast]) if new_blast else None)
+
+    def _add_daughters(self, lsc_voxels: np.ndarray | None, blast_voxels: np.ndarray | None,
+                       blast_left: np.ndarray | None) -> None:
+        """New LSC, then new blasts (with their divisions left), in G1 with their kind's base
+        TGF-β1 secretion, on the given voxels (None: none of that kind)."""
+        cells, t = self.engine.cells, self.engine.time_h
+        if lsc_voxels is not None:
+            cells.add("lsc", lsc_voxels, time_h=t, phase=G1,
                       tgfb_secretion_per_h=self.rules.bases["lsc"]["tgfb_secretion_per_h"])
-        if new_blast:
-            vox = np.concatenate([v for v, _ in new_blast])
-            left = np.concatenate([d for _, d in new_blast]).astype(np.int16)
-            cells.add("blast", vox, time_h=t, phase=G1, divisions_left=left,
+        if blast_voxels is not None:
+            cells.add("blast", blast_voxels, time_h=t, phase=G1,
+                      divisions_left=blast_left.astype(np.int16),
                       tgfb_secretion_per_h=self.rules.bases["blast"]["tgfb_secretion_per_h"])
 
     def move(self) -> None:
@@ -452,14 +458,8 @@ class LeukemiaModule(BiologyModule):
         if k == 0:
             return
         target, is_blast, left = target[:k], is_blast[:k], left[:k]
-        lsc = ~is_blast
-        if lsc.any():
-            cells.add("lsc", target[lsc], time_h=t, phase=G1,
-                      tgfb_secretion_per_h=self.rules.bases["lsc"]["tgfb_secretion_per_h"])
-        if is_blast.any():
-            cells.add("blast", target[is_blast], time_h=t, phase=G1,
-                      divisions_left=left[is_blast].astype(np.int16),
-                      tgfb_secretion_per_h=self.rules.bases["blast"]["tgfb_secretion_per_h"])
+        self._add_daughters(target[~is_blast] if not is_blast.all() else None,
+                            target[is_blast] if is_blast.any() else None, left[is_blast])
 
     def _opn_flat(self) -> np.ndarray:
         """The OPN field as a flat float64 array (a view when it already is one)."""

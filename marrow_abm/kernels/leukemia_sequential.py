@@ -27,12 +27,12 @@ from .leukemia import (
     _base_probs,
     _base_values,
     _bound_after,
+    _death_base_probs,
     _dies,
     _fill_signals,
     _kill,
     _move_target,
     _pick_free,
-    _prob,
     _transition,
     _value,
     _wants_move,
@@ -55,11 +55,6 @@ D_ADHESION, D_DEATH, D_CYCLE, D_MIGRATE, D_CHEMO, D_PLACE, D_RENEW, D_MOVE = ran
 
 #: ``decide_step``'s verdict per cell, as bits.
 DIE, LEAVE, DIVIDE, MOVE, CHEMO = 1, 2, 4, 8, 16
-
-
-#: ``rules_step``'s signal matrix as a kernel of its own: numba compiles a parallel kernel in
-#: a time that grows faster than its size, so ``decide_step`` calls it instead of inlining it.
-fill_signals = njit(cache=True, parallel=True)(_fill_signals.py_func)
 
 
 @njit(cache=True, parallel=True)
@@ -89,13 +84,12 @@ def decide_step(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, const
         out_sig: (k, n) signal matrix, written; secretion: the table's column, rows written.
         out_act: (n,) uint8, written with the verdict bits.
     """
-    fill_signals(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, consts, crow,
-                 percell, prow, out_sig)
+    _fill_signals(rows, voxel, fcols, fscale, frow, maps, mrow, bound, brow, consts, crow,
+                  percell, prow, out_sig)
     p_base = _base_probs(tab, dt_h)
     v_base = _base_values(tab)
-    p_base_g1 = _prob(tab[bix[_DEATH], 0] + tab[bix[_C_DEATH], 0], dt_h)
-    p_base_sg2m = _prob(tab[bix[_DEATH], 0] + tab[bix[_S_DEATH], 0] + tab[bix[_C_DEATH], 0],
-                        dt_h)
+    p_base_g1, p_base_sg2m = _death_base_probs(tab, bix[_DEATH], bix[_S_DEATH], bix[_C_DEATH],
+                                               dt_h)
     for i in prange(rows.shape[0]):
         out_act[i] = _decide_cell(rows[i], i, tab, bix, p_base, v_base, p_base_g1, p_base_sg2m,
                                   out_sig, contact_row, adhesion_factor, chemotaxis_factor, dt_h,
