@@ -15,14 +15,16 @@ import numpy as np
 from numba import njit
 
 #: How the two per-cell rule functions below are compiled. Each leukemic kernel reaches them
-#: at dozens of sites once its own helpers are inlined. With numba's ``inline="always"`` their IR was copied into every site, and the
-#: parfor passes of a ``prange`` kernel cost superlinearly in the IR's size: ``decide_step``
-#: took ≈ 3 min to compile from a cold cache, the phased leukemic kernels ≈ 1 min. Compiled once
-#: each and inlined by LLVM instead (``forceinline`` marks them ``alwaysinline``), the leukemic
-#: kernels of either schedule compile in ≈ 20–25 s. Both functions only read arrays, so they
-#: need no reference counting (``_nrt=False``), and they use the ``numpy`` error model that the
-#: ``prange`` bodies they are inlined into already have. Same operations, same bits; the speed
-#: is in docs/performance.md ("Compile time").
+#: at dozens of sites once its own helpers are inlined. With numba's ``inline="always"`` their
+#: IR was copied into every site, and the parfor passes of a ``prange`` kernel cost
+#: superlinearly in the IR's size: ``decide_step`` took ≈ 3 min to compile from a cold cache,
+#: the phased leukemic kernels ≈ 1 min. Compiled once each and inlined by LLVM instead
+#: (``forceinline`` marks them ``alwaysinline``), the leukemic kernels of either schedule
+#: compile in ≈ 20–25 s. Both functions only read arrays, so they need no reference counting
+#: (``_nrt=False``, a private numba option: numba is pinned in constraints.txt, and an option
+#: numba does not know fails at the first compile), and they use the ``numpy`` error model
+#: that the ``prange`` bodies they are inlined into already have. Same operations, same bits;
+#: the speed is in docs/performance.md ("Compile time").
 _PER_CELL = dict(cache=True, forceinline=True, _nrt=False, error_model="numpy")
 
 
