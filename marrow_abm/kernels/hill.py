@@ -14,18 +14,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-#: How the two per-cell rule functions below are compiled. Each leukemic kernel reaches them
-#: at dozens of sites once its own helpers are inlined. With numba's ``inline="always"`` their
-#: IR was copied into every site, and the parfor passes of a ``prange`` kernel cost
-#: superlinearly in the IR's size: ``decide_step`` took ≈ 3 min to compile from a cold cache,
-#: the phased leukemic kernels ≈ 1 min. Compiled once each and inlined by LLVM instead
-#: (``forceinline`` marks them ``alwaysinline``), the leukemic kernels of either schedule
-#: compile in ≈ 20–25 s. Both functions only read arrays, so they need no reference counting
-#: (``_nrt=False``, a private numba option: numba is pinned in constraints.txt, and an option
-#: numba does not know fails at the first compile), and they use the ``numpy`` error model
-#: that the ``prange`` bodies they are inlined into already have. Same operations, same bits;
-#: the speed is in docs/performance.md ("Compile time").
-_PER_CELL = dict(cache=True, forceinline=True, _nrt=False, error_model="numpy")
+#: How the per-cell helpers that kernels call at many sites are compiled: the two rule
+#: functions below and ``kernels.leukemia._move_target``. Each leukemic kernel reaches the
+#: rule functions at dozens of sites once its own helpers are inlined. With numba's
+#: ``inline="always"`` their IR was copied into every site, and the parfor passes of a
+#: ``prange`` kernel cost superlinearly in the IR's size: ``decide_step`` took ≈ 3 min to
+#: compile from a cold cache, the phased leukemic kernels ≈ 1 min. Compiled once each and
+#: inlined by LLVM instead (``forceinline`` marks them ``alwaysinline``), the leukemic kernels
+#: of either schedule compile in ≈ 20–25 s. The helpers allocate nothing, so they need no
+#: reference counting (``_nrt=False``, a private numba option: numba is pinned in
+#: constraints.txt, and an option numba does not know fails at the first compile), and they
+#: use the ``numpy`` error model that the ``prange`` bodies they are inlined into already have
+#: (their only divisions are by positive table values and lattice widths). Same operations,
+#: same bits; the speed is in docs/performance.md ("Compile time").
+PER_CELL = dict(cache=True, forceinline=True, _nrt=False, error_model="numpy")
 
 
 @njit(cache=True)
@@ -83,7 +85,7 @@ def hill_behaviour_ref(base, up_sig, up_half, up_pow, up_max, dn_sig, dn_half, d
 # ---------------------------------------------------------------------------------------------
 # A rule table: every behaviour of one kind, for kernels that need several behaviours per cell
 
-@njit(**_PER_CELL)
+@njit(**PER_CELL)
 def behaviour_value(tab, b, sig, i):
     """Behaviour ``b`` of cell ``i`` from a rule table (``RuleSet.table``) and a signal matrix.
 
@@ -138,7 +140,7 @@ def behaviour_base_value(tab, b):
     return v + (tab[b, 4] - v) * (x / (1.0 + x))
 
 
-@njit(**_PER_CELL)
+@njit(**PER_CELL)
 def behaviour_active(tab, b, sig, i):
     """Whether some signal of behaviour ``b``'s rules is positive for cell ``i``. If not, every
     Hill term is 0 and ``behaviour_value`` is the base value exactly (b0 + (M − b0)·0, then

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .hill import (
+    PER_CELL,
     behaviour_active,
     behaviour_base_value,
     behaviour_value,
@@ -229,13 +230,16 @@ def place_daughters_ref(src_voxels, free, nx, ny, radius, u, out_target):
                 break
 
 
-@njit(cache=True, inline="always")
+@njit(**PER_CELL)
 def _move_target(v, chemotaxis, opn, free, nx, ny, u, cand):
-    """Where a cell on voxel ``v`` moves, or -1 with no free neighbour: with ``chemotaxis`` the
-    free neighbour with the most OPN if that beats ``v``, else a uniformly chosen free
-    neighbour (``u`` a uniform, ``cand`` scratch of at least 8). ``move_cells`` does the same
-    search written out (see there); ``test_act_step_matches_twin...`` checks this one against
-    ``move_cells_ref``."""
+    """Where a cell on voxel ``v`` moves (``move_cells``, ``act_step``), or -1 with no free
+    neighbour: with ``chemotaxis`` the free neighbour with the most OPN if that beats ``v``,
+    else a uniformly chosen free neighbour (``u`` a uniform, ``cand`` scratch of at least 8).
+
+    Compiled once and inlined by LLVM (``PER_CELL``): as an IR-inlined helper it made
+    ``move_step`` 20–25% slower than the search written out in ``move_cells``; this way
+    ``move_step`` runs as fast as with that copy and ``act_step`` 6–10% faster (interleaved
+    old/new in one process, same bits; docs/performance.md, "Compile time")."""
     y0 = v // nx
     x0 = v % nx
     m = 0
@@ -285,28 +289,9 @@ def move_cells(voxels, wants, chemotaxis, opn, free, nx, ny, u, out_voxel):
         out_voxel[i] = v
         if not wants[i]:
             continue
-        # The search of ``_move_target``, written out here: calling the inlined helper made
-        # ``move_step`` 20–25% slower per mover (interleaved old/new, 200 rounds, three runs).
-        y0 = v // nx
-        x0 = v % nx
-        m = 0
-        for k in range(8):
-            y = y0 + _DY[k]
-            x = x0 + _DX[k]
-            if 0 <= y < ny and 0 <= x < nx and free[y * nx + x] == 1:
-                cand[m] = y * nx + x
-                m += 1
-        if m == 0:
-            continue
-        target = -1
-        if chemotaxis[i]:
-            best = opn[v]
-            for j in range(m):
-                if opn[cand[j]] > best:
-                    best = opn[cand[j]]
-                    target = cand[j]
+        target = _move_target(v, chemotaxis[i], opn, free, nx, ny, u[i], cand)
         if target < 0:
-            target = cand[min(int(u[i] * m), m - 1)]
+            continue
         free[v] = 1
         free[target] = 0
         out_voxel[i] = target
@@ -426,7 +411,7 @@ def _dies(tab, p_base, p_base_g1, p_base_sg2m, b_death, b_s_death, b_c_death, ph
 
     One evaluation site per phase: a loop over the hazards with one site ran ``death_step`` 12%
     and ``cycle_step``'s equivalent 31% slower (measured). The sites no longer cost much compile
-    time since the rule functions are inlined by LLVM (``kernels.hill._PER_CELL``)."""
+    time since the rule functions are inlined by LLVM (``kernels.hill.PER_CELL``)."""
     if ph == 0:
         # The hazard is death + 0.0 + 0.0, which is death exactly.
         return u < _rate_prob(tab, p_base, b_death, sig, i, dt_h)
@@ -676,8 +661,9 @@ def cycle_step(keep, rows, phase, sig, tab, b_enter, b_exit, b_g1_exit, b_divide
     for j in prange(m):
         i = keep[j]
         r = rows[i]
-        # ``_transition`` written out: returning the phase from the inlined helper measured
-        # ≈ 6% slower here (interleaved old/new, 145 rounds).
+        # ``_transition`` written out: returning the phase from the IR-inlined helper measured
+        # ≈ 6% slower here (interleaved old/new, 145 rounds), and from the helper compiled with
+        # ``PER_CELL`` 0.7–7.7% slower (five runs of 100–200 rounds, same bits).
         ph = phase[r]
         uj = u[j]
         divide[j] = False
